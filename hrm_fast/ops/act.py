@@ -22,12 +22,16 @@ except ImportError:
     _EXTENSION = False
 
 
+# Decided once at import: a lookup per call would be a graph break under torch.compile.
+_KERNELS = {
+    device: _EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("hrm_fast::act_reset", key)
+    for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+}
+
+
 def extension_available(device_type: str = "cpu") -> bool:
     """True when ``hrm_fast._C`` is importable and has a kernel for ``device_type`` (cpu/cuda)."""
-    if not _EXTENSION:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key("hrm_fast::act_reset", key)
+    return _KERNELS.get(device_type, False)
 
 
 if _EXTENSION:
