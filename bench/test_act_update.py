@@ -67,6 +67,7 @@ def test_act_halt(benchmark, impl):
             torch.randn(B, generator=g), torch.rand(B, generator=g), torch.randint(2, 17, (B,), dtype=torch.int32)]
     args = [a.to(DEVICE) for a in args]
     benchmark.group = f"act_halt {DEVICE}"
+    benchmark.extra_info.update(device=DEVICE, impl=impl)
 
     def run():
         args[0].zero_()
