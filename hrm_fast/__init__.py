@@ -1,3 +1,21 @@
 """hrm_fast: train and evaluate the Hierarchical Reasoning Model on ARC, fast, on one GPU or many."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from hrm_fast.config import Config
+    from hrm_fast.model import HRM
+
+
+def load_checkpoint(path: Any, device: Any = "cpu") -> tuple[HRM, Config]:
+    """Load an hrm_fast checkpoint directory -> (model, config). See :mod:`hrm_fast.checkpoint`."""
+    from hrm_fast.checkpoint import load_checkpoint as _load  # lazy: keeps `import hrm_fast` light
+
+    return _load(path, device)
+
+
+__all__ = ["__version__", "load_checkpoint"]

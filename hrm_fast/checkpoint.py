@@ -1,0 +1,322 @@
+"""Checkpoints: hrm_fast's own format, and import of original HRM checkpoints.
+
+Our checkpoint is a directory:
+- ``model.safetensors``: every weight and persistent buffer (incl. the puzzle table ``puzzle_emb.weights``
+  and ``inner.H_init`` / ``inner.L_init``); its metadata holds ``format``, ``format_version``,
+  ``vocab_size``, ``seq_len`` and ``num_puzzle_identifiers`` (what the config does not say).
+- ``config.yaml``: the resolved :class:`hrm_fast.config.Config`.
+- ``state.pt`` (optional): training state, loadable with ``torch.load(weights_only=True)``.
+It is written into a temporary sibling folder, fsynced, then renamed into place; an existing
+checkpoint of the same name is replaced only after the new one is complete.
+
+CLI: ``python -m hrm_fast.checkpoint import-hrm STEP_FILE --hrm-config all_config.yaml --out DIR``
+converts a checkpoint of sapientinc/HRM (a ``state_dict`` saved by ``pretrain.py``, usually with
+``_orig_mod.`` prefixes from torch.compile) into our format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_yaml, load_config
+from hrm_fast.model import HRM
+
+FORMAT = "hrm_fast"
+FORMAT_VERSION = "1"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+STATE = "state.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model; the message says what differs."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: str | Path, model: HRM, config: Config, state: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (+ ``config``, optional training ``state``) to the directory ``path`` atomically."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        metadata = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "vocab_size": str(model.vocab_size),
+            "seq_len": str(model.seq_len),
+            "num_puzzle_identifiers": str(model.num_puzzle_identifiers),
+        }
+        save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
+        (tmp / CONFIG).write_text(config_to_yaml(config))
+        if state is not None:
+            torch.save(state, tmp / STATE)
+        for f in tmp.iterdir():
+            _fsync_path(f)
+        _fsync_path(tmp)
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync_path(final.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _resolve(path: str | Path) -> Path:
+    """The checkpoint folder; if a crash interrupted a replace, the previous copy (``.NAME.old-*``)."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    olds = sorted(p.parent.glob(f".{p.name}.old-*"))
+    if not p.exists() and olds:
+        return olds[-1]
+    raise CheckpointError(f"{p}: no such checkpoint directory")
+
+
+# --------------------------------------------------------------------------- loading
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a ``model.safetensors``; CheckpointError if unreadable."""
+    file = Path(path)
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: cannot read weights ({exc})") from None
+    return tensors, metadata
+
+
+def load_state_into(model: HRM, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``model``; refuses missing/unexpected keys and shape mismatches, naming them."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(tensors))
+        if tuple(tensors[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append("missing keys: " + ", ".join(missing))
+        if unexpected:
+            parts.append("unexpected keys: " + ", ".join(unexpected))
+        if shapes:
+            parts.append("shape mismatches: " + "; ".join(shapes))
+        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(parts))
+    with torch.no_grad():
+        for k, v in expected.items():
+            v.copy_(tensors[k].to(v.dtype))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[HRM, Config]:
+    """Build the model described by checkpoint ``path`` and load its weights; returns (model, config)."""
+    folder = _resolve(path)
+    cfg_file = folder / CONFIG
+    if not cfg_file.exists():
+        raise CheckpointError(f"{folder}: missing {CONFIG}")
+    try:
+        config = config_from_dict(yaml.safe_load(cfg_file.read_text()) or {})
+    except (ConfigError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{cfg_file}: {exc}") from None
+    tensors, metadata = read_weights(folder / WEIGHTS)
+    if metadata.get("format") != FORMAT:
+        found = metadata.get("format")
+        raise CheckpointError(f"{folder / WEIGHTS}: not an hrm_fast checkpoint (metadata format={found!r})")
+    try:
+        dims = {k: int(metadata[k]) for k in ("vocab_size", "seq_len", "num_puzzle_identifiers")}
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{folder / WEIGHTS}: metadata lacks model dimensions ({exc})") from None
+    model = HRM(config.model, **dims)
+    load_state_into(model, tensors, str(folder / WEIGHTS))
+    return model.to(device), config
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """The ``state.pt`` of a checkpoint, loaded without executing code (``weights_only=True``)."""
+    file = _resolve(path) / STATE
+    if not file.exists():
+        raise CheckpointError(f"{file}: no training state in this checkpoint")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds on corrupt files)
+        raise CheckpointError(f"{file}: cannot read training state ({exc})") from None
+
+
+# --------------------------------------------------------------------------- original HRM layout
+# ours <-> sapientinc/HRM (models/hrm/hrm_act_v1.py inside models/losses.py's ACTLossHead):
+#   inner.embed_tokens.weight <-> model.inner.embed_tokens.embedding_weight
+#   inner.embed_pos.weight    <-> model.inner.embed_pos.embedding_weight   (learned positions)
+#   puzzle_emb.weights        <-> model.inner.puzzle_emb.weights
+#   inner.<anything else>     <-> model.inner.<same>  (blocks, lm_head, q_head, H_init, L_init)
+HRM_PREFIX = "model.inner."
+_RENAMES = {
+    "inner.embed_tokens.weight": "embed_tokens.embedding_weight",
+    "inner.embed_pos.weight": "embed_pos.embedding_weight",
+    "puzzle_emb.weights": "puzzle_emb.weights",
+}
+
+
+def export_hrm_state_dict(model: HRM, compiled: bool = True) -> dict[str, torch.Tensor]:
+    """Our model's weights in the original HRM key layout (``_orig_mod.`` prefixed when ``compiled``)."""
+    out = {}
+    prefix = ("_orig_mod." if compiled else "") + HRM_PREFIX
+    for k, v in model.state_dict().items():
+        name = _RENAMES.get(k, k.removeprefix("inner."))
+        out[prefix + name] = v.detach().clone()
+    return out
+
+
+def hrm_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map an original HRM state dict onto our keys (strips ``_orig_mod.``; drops RoPE caches)."""
+    back = {v: k for k, v in _RENAMES.items()}
+    out = {}
+    for key, value in state.items():
+        name = key.replace("_orig_mod.", "")
+        if not name.startswith(HRM_PREFIX):
+            raise CheckpointError(f"unexpected key {key!r} (expected keys under {HRM_PREFIX!r}, optionally _orig_mod.)")
+        name = name.removeprefix(HRM_PREFIX)
+        if name.startswith("rotary_emb.") or name.startswith("puzzle_emb.local_"):
+            continue  # non-persistent caches in HRM
+        out[back.get(name, "inner." + name)] = value
+    return out
+
+
+_ARCH_KEYS = (
+    "hidden_size", "num_heads", "expansion", "H_layers", "L_layers", "H_cycles", "L_cycles",
+    "halt_max_steps", "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings", "rope_theta",
+    "rms_norm_eps", "forward_dtype",
+)  # fmt: skip
+_TRAIN_KEYS = (
+    "global_batch_size", "epochs", "lr", "lr_min_ratio", "lr_warmup_steps", "beta1", "beta2",
+    "weight_decay", "puzzle_emb_lr", "puzzle_emb_weight_decay", "seed",
+)  # fmt: skip
+_LOSS_TYPES = {"stablemax_cross_entropy": "stablemax", "softmax_cross_entropy": "softmax"}
+
+
+def config_from_hrm(hrm_config: dict[str, Any]) -> Config:
+    """Our Config from HRM's ``all_config.yaml`` (a ``hrm-paper`` preset with the file's values)."""
+    arch = hrm_config.get("arch") or {}
+    overrides = [f"model.{k}={json.dumps(arch[k])}" for k in _ARCH_KEYS if k in arch]
+    loss = (arch.get("loss") or {}).get("loss_type")
+    if loss is not None:
+        if loss not in _LOSS_TYPES:
+            raise ConfigError(f"arch.loss.loss_type {loss!r}: expected one of {', '.join(_LOSS_TYPES)}")
+        overrides.append(f"model.loss_type={_LOSS_TYPES[loss]}")
+    overrides += [f"train.{k}={json.dumps(hrm_config[k])}" for k in _TRAIN_KEYS if hrm_config.get(k) is not None]
+    if "data_path" in hrm_config:
+        overrides.append(f"data.path={json.dumps(str(hrm_config['data_path']))}")
+    config = load_config("hrm-paper", overrides)
+    return config.model_copy(update={"preset": "imported-hrm"})
+
+
+def to_hrm_config(config: Config) -> dict[str, Any]:
+    """The inverse of :func:`config_from_hrm` (an ``all_config.yaml`` dict), for tests and export."""
+    arch = {k: getattr(config.model, k) for k in _ARCH_KEYS}
+    arch["name"] = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
+    arch["loss"] = {"name": "losses@ACTLossHead", "loss_type": f"{config.model.loss_type}_cross_entropy"}
+    out: dict[str, Any] = {"arch": arch, "data_path": config.data.path}
+    out.update({k: getattr(config.train, k) for k in _TRAIN_KEYS if getattr(config.train, k) is not None})
+    return out
+
+
+def _seq_len_for(hrm_config: dict[str, Any], tensors: dict[str, torch.Tensor], prefix_len: int) -> tuple[int, str]:
+    """(grid tokens, where the number came from)."""
+    if "inner.embed_pos.weight" in tensors:
+        return tensors["inner.embed_pos.weight"].shape[0] - prefix_len, "the learned position table"
+    meta = Path(str(hrm_config.get("data_path", ""))) / "train" / "dataset.json"
+    if meta.exists():
+        return int(json.loads(meta.read_text())["seq_len"]), str(meta)
+    return 900, "the default for 30x30 ARC grids (pass --seq-len for other tasks, e.g. 81 for Sudoku)"
+
+
+def import_hrm(
+    step_file: str | Path, hrm_config_file: str | Path, out: str | Path, seq_len: int | None = None
+) -> tuple[HRM, Config]:
+    """Convert an original HRM checkpoint (+ its ``all_config.yaml``) into our format at ``out``.
+
+    vocab_size and num_puzzle_identifiers come from the tensor shapes; seq_len from learned
+    positions, else ``seq_len``, else ``<data_path>/train/dataset.json``, else 900 (30x30 ARC).
+    """
+    step_file, hrm_config_file = Path(step_file), Path(hrm_config_file)
+    try:
+        hrm_config = yaml.safe_load(hrm_config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{hrm_config_file}: cannot read HRM config ({exc})") from None
+    try:
+        config = config_from_hrm(hrm_config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{hrm_config_file}: {exc}") from None
+    try:
+        raw = torch.load(step_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{step_file}: cannot read checkpoint ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{step_file}: expected a state_dict (name -> tensor)")
+    tensors = hrm_to_ours(raw)
+    if "inner.embed_tokens.weight" not in tensors:
+        raise CheckpointError(f"{step_file}: no embed_tokens.embedding_weight; not an HRM ACT v1 checkpoint")
+    vocab = tensors["inner.embed_tokens.weight"].shape[0]
+    ids = tensors["puzzle_emb.weights"].shape[0] if "puzzle_emb.weights" in tensors else 1
+    if seq_len is None:
+        seq_len, source = _seq_len_for(hrm_config, tensors, config.model.puzzle_emb_len)
+        print(f"note: seq_len {seq_len} taken from {source}", file=sys.stderr)
+    if int(seq_len**0.5) ** 2 == seq_len and seq_len <= 900:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"max_grid_size": int(seq_len**0.5)})})
+    model = HRM(config.model, vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=ids)
+    load_state_into(model, tensors, str(step_file))
+    save_checkpoint(out, model, config)
+    return model, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hrm_fast.checkpoint", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import-hrm", help="convert an original HRM checkpoint into hrm_fast's format")
+    imp.add_argument("step_file", help="HRM checkpoint file (e.g. checkpoints/.../step_414456)")
+    imp.add_argument("--hrm-config", required=True, help="the run's all_config.yaml")
+    imp.add_argument("--out", required=True, help="output checkpoint directory")
+    imp.add_argument("--seq-len", type=int, default=None, help="grid tokens (default: from data_path or 900)")
+    args = parser.parse_args(argv)
+    try:
+        model, config = import_hrm(args.step_file, args.hrm_config, args.out, args.seq_len)
+    except (CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: {n:,} parameters, vocab {model.vocab_size}, seq_len {model.seq_len}, "
+          f"{model.num_puzzle_identifiers:,} puzzle identifiers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Run configuration: pydantic models, YAML presets and ``key=value`` overrides.
+
+A run is described by one :class:`Config`. Presets live in ``train/configs/<name>.yaml``;
+:func:`load_config` reads one and applies dotted overrides such as ``train.lr=3e-4`` (values are
+parsed as YAML scalars, so ``3e-4``, ``true``, ``null`` and ``[1, 2]`` work). Every section forbids
+unknown keys, so a typo fails at start-up with the key's name and the keys that are allowed.
+
+Batch-size convention: ``train.global_batch_size`` is the number of sequences per optimizer step,
+summed over all ranks and all ``train.grad_accum`` micro-batches; one micro-batch on one rank holds
+``global_batch_size / (world_size * grad_accum)`` sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "train" / "configs"
+
+
+class ConfigError(ValueError):
+    """A preset or override that cannot be used; the message names the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The HRM architecture (reference/hrm.md §1) plus hrm_fast's options."""
+
+    hidden_size: int = Field(512, gt=0)
+    num_heads: int = Field(8, gt=0)
+    expansion: float = Field(4.0, gt=0)
+    H_layers: int = Field(4, ge=1)
+    L_layers: int = Field(4, ge=1)
+    H_cycles: int = Field(2, ge=1)
+    L_cycles: int = Field(2, ge=1)
+    halt_max_steps: int = Field(16, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
+    puzzle_emb_ndim: int = Field(512, ge=0, description="0 = no puzzle embedding")
+    pos_encodings: Literal["rope", "learned"] = "rope"
+    rope_theta: float = Field(10000.0, gt=0)
+    rms_norm_eps: float = Field(1e-5, gt=0)
+    forward_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    loss_type: Literal["stablemax", "softmax"] = "stablemax"
+    bootstrap_q: bool = Field(True, description="HRM's extra no-grad inner pass for the target Q-continue")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on attention and MLP outputs, training only")
+    grad_checkpoint: bool = Field(False, description="recompute the with-grad blocks in backward")
+    ops: Literal["auto", "reference", "triton"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.num_heads={self.num_heads} must divide model.hidden_size={self.hidden_size}")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("model.hidden_size / model.num_heads (head_dim) must be even for RoPE")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def puzzle_emb_len(self) -> int:
+        """Number of prefix tokens the puzzle embedding occupies: ceil(puzzle_emb_ndim / hidden_size)."""
+        return math.ceil(self.puzzle_emb_ndim / self.hidden_size)
+
+    @property
+    def intermediate_size(self) -> int:
+        """SwiGLU inner size: round(expansion * hidden * 2/3) rounded up to a multiple of 256 (as HRM)."""
+        inner = round(self.expansion * self.hidden_size * 2 / 3)
+        return -(-inner // 256) * 256
+
+
+class DataConfig(_Section):
+    path: str = "data/arc-aug-1000"
+    sources: list[str] = Field(default_factory=lambda: ["arc-agi-1", "conceptarc"])
+    eval_sources: list[str] = Field(default_factory=lambda: ["arc-agi-1"])
+    num_aug: int = Field(1000, ge=0)
+    max_grid_size: int = Field(30, ge=1, le=30)
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    subset: int | None = Field(None, ge=1, description="use only the first N tasks of each source")
+    seed: int = 42
+    workers: int = Field(1, ge=0)
+
+    @property
+    def seq_len(self) -> int:
+        return self.max_grid_size * self.max_grid_size
+
+
+class TrainConfig(_Section):
+    global_batch_size: int = Field(768, ge=1, description="sequences per optimizer step, all ranks and micro-batches")
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    epochs: int | None = Field(100000, ge=1, description="passes over the task groups (HRM's epoch)")
+    lr: float = Field(1e-4, gt=0)
+    lr_min_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    lr_warmup_steps: int = Field(2000, ge=0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    optimizer: Literal["adam_atan2", "adamw"] = "adam_atan2"
+    puzzle_emb_lr: float = Field(1e-2, ge=0.0)
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0.0)
+    grad_clip: float | None = Field(None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_stop(self) -> TrainConfig:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set train.max_steps or train.epochs (or both: whichever ends first)")
+        if self.global_batch_size % self.grad_accum:
+            raise ValueError(
+                f"train.global_batch_size={self.global_batch_size} is not divisible by "
+                f"train.grad_accum={self.grad_accum}"
+            )
+        return self
+
+
+class EvalConfig(_Section):
+    every: int = Field(50000, ge=1, description="optimizer steps between evaluations")
+    batch_size: int = Field(768, ge=1)
+    views: Literal["all"] | int = Field("all", description='"all" augmented views, or at most N per test input')
+    ks: list[int] = Field(default_factory=lambda: [1, 2, 10, 100, 1000])
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if isinstance(self.views, int) and self.views < 1:
+            raise ValueError('eval.views must be "all" or an integer >= 1')
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError("eval.ks must be a non-empty list of integers >= 1")
+        return self
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(50000, ge=1, description="optimizer steps between checkpoints")
+
+
+class LogConfig(_Section):
+    every: int = Field(10, ge=1)
+    wandb: Literal["off", "online", "offline"] = "off"
+    tensorboard: bool = True
+
+
+class RunConfig(_Section):
+    dir: str | None = Field(None, description="default runs/<preset>-<timestamp>")
+    resume: str = Field("none", description='"none", "auto" or a checkpoint path')
+
+
+class ProfileConfig(_Section):
+    steps: int = Field(0, ge=0, description="0 = off")
+    torch: bool = False
+
+
+class Config(_Section):
+    preset: str = "custom"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool | None = Field(None, description="None = true on CUDA")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+
+
+# --------------------------------------------------------------------------- loading
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<config>"
+        if e["type"] == "extra_forbidden":
+            section = _section_for(model, e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section is not None else "?"
+            lines.append(f"unknown key {key!r} (allowed here: {allowed})")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{key}: {e['msg']}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _section_for(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested dict into a :class:`Config`; raises :class:`ConfigError` naming bad keys."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, Config)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003). Values are YAML scalars/flow collections."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("+")
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    # YAML 1.1 reads "1e-4" (no dot) as a string and "off"/"on"/"yes"/"no" as booleans; the user meant
+    # a number and a word respectively (pydantic still accepts "yes"/"no" for booleans).
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    elif isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _set_dotted(data: dict[str, Any], path: list[str], value: Any, original: str) -> None:
+    node: Any = data
+    model: type[BaseModel] | None = Config
+    for i, part in enumerate(path[:-1]):
+        if model is not None and part not in model.model_fields:
+            prefix = ".".join(path[:i]) or "top level"
+            raise ConfigError(
+                f"override {original!r}: unknown section {part!r} in {prefix} "
+                f"(allowed: {', '.join(model.model_fields)})"
+            )
+        model = _section_for(model, (part,)) if model is not None else None
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {original!r}: {'.'.join(path[: i + 1])} is not a section")
+    if model is not None and path[-1] not in model.model_fields:
+        where = ".".join(path[:-1]) or "top level"
+        raise ConfigError(
+            f"override {original!r}: unknown key {path[-1]!r} in {where} (allowed: {', '.join(model.model_fields)})"
+        )
+    node[path[-1]] = value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``train/configs/<preset>.yaml`` (or the defaults when None), apply ``key=value`` overrides.
+
+    ``preset`` may also be a path to a YAML file (e.g. a run's ``config.yaml``). An override
+    ``preset=NAME`` among ``overrides`` selects the preset too.
+    """
+    overrides = list(overrides)
+    rest = []
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "preset":
+            preset = item.split("=", 1)[1].strip()
+        else:
+            rest.append(item)
+    data: dict[str, Any] = {}
+    if preset is not None:
+        path = Path(preset)
+        if path.suffix not in (".yaml", ".yml"):
+            path = CONFIG_DIR / f"{preset}.yaml"
+            if not path.exists():
+                raise ConfigError(f"unknown preset {preset!r} (available: {', '.join(available_presets())})")
+        elif not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        data = _read_yaml(path)
+        data.setdefault("preset", path.stem if path.parent == CONFIG_DIR else data.get("preset", path.stem))
+    for item in rest:
+        keys, value = parse_override(item)
+        _set_dotted(data, keys, value, item)
+    return config_from_dict(data)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(config_to_yaml(config))

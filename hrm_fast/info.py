@@ -1,0 +1,111 @@
+"""``python -m hrm_fast.info [preset=NAME] [key=value ...]``: what a config costs before you rent a GPU.
+
+Prints the resolved config, the trainable parameter count, the puzzle-embedding table size (from
+the built dataset when it exists) and the FLOPs per training and eval segment (reference/hrm.md §9).
+The model is built on the ``meta`` device, so this is instant and allocates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from hrm_fast.config import Config, ConfigError, config_to_yaml, load_config
+from hrm_fast.flops import config_flops, format_flops
+from hrm_fast.model import HRM
+
+RTX_4090_BF16 = 165e12  # dense bf16 FLOP/s, fp32 accumulate
+VOCAB_SIZE = 12
+
+
+def dataset_identifiers(config: Config) -> int | None:
+    """num_puzzle_identifiers of the built dataset at data.path, or None when it is not built."""
+    for split in ("train", "test", "val"):
+        meta = Path(config.data.path) / split / "dataset.json"
+        if meta.exists():
+            try:
+                return int(json.loads(meta.read_text())["num_puzzle_identifiers"])
+            except (ValueError, KeyError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def trainable_parameters(config: Config, vocab_size: int = VOCAB_SIZE) -> int:
+    with torch.device("meta"):
+        model = HRM(config.model, vocab_size, config.data.seq_len, 1)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def report(config: Config) -> str:
+    m = config.model
+    lines = ["# resolved config", config_to_yaml(config).rstrip(), "", "# model"]
+    params = trainable_parameters(config)
+    lines.append(f"trainable parameters: {params:,} (vocab {VOCAB_SIZE}; excludes the puzzle table and H/L_init)")
+    lines.append(
+        f"sequence: {config.data.seq_len} grid tokens + {m.puzzle_emb_len} puzzle prefix token(s); "
+        f"head_dim {m.head_dim}; SwiGLU inner {m.intermediate_size}"
+    )
+    ids = dataset_identifiers(config)
+    if m.puzzle_emb_ndim == 0:
+        lines.append("puzzle table: none (puzzle_emb_ndim 0)")
+    elif ids is None:
+        arc1 = 876_404 * m.puzzle_emb_ndim * 4
+        lines.append(
+            f"puzzle table: {config.data.path} not built yet; {m.puzzle_emb_ndim} fp32 per identifier "
+            f"(ARC-AGI-1 + ConceptARC at 1000 augmentations ~876k identifiers -> {arc1 / 1e9:.2f} GB)"
+        )
+    else:
+        lines.append(
+            f"puzzle table: {ids:,} identifiers x {m.puzzle_emb_ndim} fp32 = {ids * m.puzzle_emb_ndim * 4 / 1e9:.3f} GB"
+        )
+
+    f = config_flops(config, VOCAB_SIZE)
+    step = f.train_segment * config.train.global_batch_size
+    lines += [
+        "",
+        "# FLOPs (per sequence unless noted; reference/hrm.md §9 conventions)",
+        f"block pass (S={f.seq_len}): {format_flops(f.block_pass)}",
+        f"inner forward: {f.forward_passes} block passes ({f.grad_passes} with grad); "
+        f"bootstrap target-Q: {f.bootstrap_passes}; training total {f.train_equivalents} block-pass equivalents",
+        f"train segment: {format_flops(f.train_segment)} "
+        f"(without bootstrap: {format_flops(f.train_segment_no_bootstrap)})",
+        f"eval segment: {format_flops(f.eval_segment)}",
+        f"episode of {f.halt_max_steps} segments: train {format_flops(f.train_episode)}, "
+        f"eval {format_flops(f.eval_episode)}",
+        f"optimizer step ({config.train.global_batch_size} rows x 1 segment): {format_flops(step)}",
+    ]
+    if f.recompute:
+        lines.append(f"gradient checkpointing recomputes {format_flops(f.recompute)} per sequence (not in MFU)")
+    est = ", ".join(f"{step / (RTX_4090_BF16 * u):.2f} s at {int(u * 100)}%" for u in (0.4, 0.5, 0.6))
+    lines.append(f"estimated RTX 4090 time per optimizer step (bf16 peak 165 TFLOP/s, MFU): {est}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        print(f"error: expected key=value arguments, got {bad[0]!r} (e.g. preset=seed-4090 train.lr=3e-4)",
+              file=sys.stderr)
+        return 2
+    preset = None
+    if not any(a.startswith("preset=") for a in args):
+        preset = "seed-4090" if torch.cuda.is_available() else "cpu-tiny"
+        print(f"# no preset given: using {preset} ({'CUDA' if torch.cuda.is_available() else 'no CUDA'} here)")
+    try:
+        config = load_config(preset, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""HRM's building blocks: casted linear/embedding, RoPE tables, attention, SwiGLU, the post-norm block.
+
+Weights are fp32 "master" parameters cast to the activation dtype at every call (HRM's
+``CastedLinear``); there are no biases (except where asked) and no norm gains. The hot math goes
+through :mod:`hrm_fast.ops`, which picks the reference PyTorch or a fused kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from hrm_fast import ops
+
+
+def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
+    """Fill ``tensor`` with a normal truncated to [lower*std, upper*std] whose *actual* std is ``std``.
+
+    JAX-style: the underlying normal's scale is enlarged so that, after truncation, the standard
+    deviation equals ``std`` (PyTorch's ``trunc_normal_`` does not correct for truncation). std 0
+    gives zeros. Sampled by inverse CDF from a uniform draw.
+    """
+    with torch.no_grad():
+        if std == 0:
+            return tensor.zero_()
+        sqrt2 = math.sqrt(2.0)
+        cdf_lo = 0.5 * (1 + math.erf(lower / sqrt2))
+        cdf_hi = 0.5 * (1 + math.erf(upper / sqrt2))
+        mass = cdf_hi - cdf_lo
+        pdf_lo = math.exp(-0.5 * lower * lower) / math.sqrt(2 * math.pi)
+        pdf_hi = math.exp(-0.5 * upper * upper) / math.sqrt(2 * math.pi)
+        # variance of a standard normal truncated to [lower, upper]
+        var = 1 - (upper * pdf_hi - lower * pdf_lo) / mass - ((pdf_hi - pdf_lo) / mass) ** 2
+        scale = std / math.sqrt(var)
+        tensor.uniform_(2 * cdf_lo - 1, 2 * cdf_hi - 1)
+        tensor.erfinv_().mul_(sqrt2 * scale).clamp_(lower * scale, upper * scale)
+    return tensor
+
+
+class CastedLinear(nn.Module):
+    """y = x @ W^T (+ b) with W [out, in] fp32, truncated LeCun normal init, cast to x.dtype per call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(trunc_normal_init_(torch.empty(out_features, in_features), std=in_features**-0.5))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+class CastedEmbedding(nn.Module):
+    """Lookup in an fp32 table [num, dim] (truncated normal, ``init_std``), result cast to ``cast_to``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, init_std: float, cast_to: torch.dtype) -> None:
+        super().__init__()
+        self.cast_to = cast_to
+        self.weight = nn.Parameter(trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight.to(self.cast_to))
+
+
+def rope_tables(head_dim: int, positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [positions, head_dim] fp32 with the frequency vector duplicated [f, f] (rotate-half RoPE)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(positions, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def identity_rope_tables(head_dim: int, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos = 1, sin = 0: RoPE becomes the identity (used with learned positions)."""
+    return torch.ones(positions, head_dim), torch.zeros(positions, head_dim)
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with RoPE: fused QKV projection, no biases."""
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
+        self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [B, S, D] -> [B, S, D]; cos/sin [S, head_dim] fp32."""
+        return self.o_proj(ops.rope_attention(self.qkv_proj(x), cos, sin, self.num_heads))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate) * up) with one fused gate/up projection [D -> 2I]."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_up_proj = CastedLinear(hidden_size, 2 * intermediate_size, bias=False)
+        self.down_proj = CastedLinear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(ops.swiglu(self.gate_up_proj(x)))
+
+
+class Block(nn.Module):
+    """Post-norm transformer block: h <- norm(h + attn(h)); h <- norm(h + mlp(h)). Norms have no weights."""
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, eps: float, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = Attention(hidden_size, num_heads)
+        self.mlp = SwiGLU(hidden_size, intermediate_size)
+        self.eps = eps
+        self.dropout = dropout
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """h [B, S, D] in the forward dtype -> same."""
+        attn = self.self_attn(h, cos, sin)
+        if self.dropout:
+            attn = F.dropout(attn, self.dropout, self.training)
+        h = ops.add_rms_norm(h, attn, self.eps)
+        mlp = self.mlp(h)
+        if self.dropout:
+            mlp = F.dropout(mlp, self.dropout, self.training)
+        return ops.add_rms_norm(h, mlp, self.eps)
+
+
+class ReasoningModule(nn.Module):
+    """One HRM level (H or L): add the injection once, then run the blocks in order."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(blocks)
+        self.grad_checkpoint = False
+
+    def forward(self, h: torch.Tensor, injection: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """h, injection [B, S, D] -> [B, S, D]. With ``grad_checkpoint`` (and grad on), blocks recompute in backward."""
+        h = h + injection
+        recompute = self.grad_checkpoint and torch.is_grad_enabled()
+        for block in self.layers:
+            h = checkpoint(block, h, cos, sin, use_reentrant=False) if recompute else block(h, cos, sin)
+        return h

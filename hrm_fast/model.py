@@ -1,0 +1,289 @@
+"""The Hierarchical Reasoning Model: inner recurrence (H/L modules) and the ACT wrapper.
+
+Reads top to bottom like reference/hrm.md §1:
+- :class:`PuzzleEmbedding`: the per-puzzle vector table (a buffer, trained by sparse SignSGD).
+- :class:`HRMInner`: token embedding (x sqrt(hidden)) with the puzzle prefix, H_cycles x L_cycles
+  updates of z_L and z_H with the 1-step gradient, LM head and Q head.
+- :class:`HRM`: the ACT wrapper. One call = one segment on a persistent :class:`Carry`:
+  ``act_reset`` (halted rows restart with fresh data), inner forward, ``act_halt`` (step
+  counters and the halting decision), plus the bootstrap target-Q pass in training.
+No host syncs and no Python branches on tensor values in ``forward``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hrm_fast import ops
+from hrm_fast.config import ModelConfig
+from hrm_fast.layers import (
+    Block,
+    CastedEmbedding,
+    CastedLinear,
+    ReasoningModule,
+    identity_rope_tables,
+    rope_tables,
+    trunc_normal_init_,
+)
+
+BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+# --------------------------------------------------------------------------- puzzle embedding
+class PuzzleEmbedding(nn.Module):
+    """Per-puzzle vectors ``weights`` [num_ids, ndim] fp32 (zero init, persistent buffer, not a Parameter).
+
+    Training forward copies the batch's rows into ``local_weights`` [B, ndim] (a leaf that requires
+    grad) and remembers their ids in ``local_ids``; :class:`hrm_fast.optim.SparseSignSGD` later
+    applies the gradient of ``local_weights`` to those rows only. Eval forward is a plain lookup.
+    With gradient accumulation, each training forward first stashes the previous micro-batch's
+    (ids, grad) so that no gradient is attributed to the wrong rows.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, cast_to: torch.dtype) -> None:
+        super().__init__()
+        self.cast_to = cast_to
+        self.register_buffer("weights", torch.zeros(num_embeddings, embedding_dim), persistent=True)
+        self.register_buffer("local_weights", torch.zeros(0, embedding_dim, requires_grad=True), persistent=False)
+        self.register_buffer("local_ids", torch.zeros(0, dtype=torch.int32), persistent=False)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def stash_grad(self) -> None:
+        """Move the current (ids, grad of local_weights) into ``pending`` and clear the grad."""
+        if self.local_weights.grad is not None:
+            self.pending.append((self.local_ids.clone(), self.local_weights.grad.clone()))
+            self.local_weights.grad = None
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B] int -> [B, ndim] in ``cast_to``."""
+        if not self.training:
+            return self.weights[ids].to(self.cast_to)
+        self.stash_grad()
+        local = self.local_weights
+        if local.shape[0] != ids.shape[0] or local.device != self.weights.device or not local.is_leaf:
+            self.local_weights = torch.zeros(
+                ids.shape[0], self.weights.shape[1], device=self.weights.device, requires_grad=True
+            )
+            self.local_ids = torch.zeros(ids.shape[0], dtype=torch.int32, device=self.weights.device)
+        with torch.no_grad():
+            self.local_weights.copy_(self.weights[ids])
+            self.local_ids.copy_(ids)
+        return self.local_weights.to(self.cast_to)
+
+
+# --------------------------------------------------------------------------- inner model
+class HRMInner(nn.Module):
+    """Embeddings, the H and L modules, and the heads. Sequence = puzzle prefix tokens + seq_len grid tokens."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int, seq_len: int) -> None:
+        super().__init__()
+        self.config = config
+        self.forward_dtype = dtype_of(config.forward_dtype)
+        self.hidden_size = config.hidden_size
+        self.prefix_len = config.puzzle_emb_len
+        self.total_len = seq_len + self.prefix_len
+        self.embed_scale = math.sqrt(config.hidden_size)
+
+        self.embed_tokens = CastedEmbedding(vocab_size, config.hidden_size, 1.0 / self.embed_scale, self.forward_dtype)
+        self.lm_head = CastedLinear(config.hidden_size, vocab_size, bias=False)
+        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+        with torch.no_grad():  # initial q_halt = q_continue = -5: halting starts unlikely
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+
+        if config.pos_encodings == "rope":
+            cos, sin = rope_tables(config.head_dim, self.total_len, config.rope_theta)
+        else:
+            self.embed_pos = CastedEmbedding(
+                self.total_len, config.hidden_size, 1.0 / self.embed_scale, self.forward_dtype
+            )
+            cos, sin = identity_rope_tables(config.head_dim, self.total_len)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+        def blocks(n: int) -> list[Block]:
+            args = (config.hidden_size, config.num_heads, config.intermediate_size, config.rms_norm_eps, config.dropout)
+            return [Block(*args) for _ in range(n)]
+
+        self.H_level = ReasoningModule(blocks(config.H_layers))
+        self.L_level = ReasoningModule(blocks(config.L_layers))
+        self.H_level.grad_checkpoint = self.L_level.grad_checkpoint = config.grad_checkpoint
+        # sampled directly in the forward dtype, as HRM does (same seed -> same vectors)
+        h_init = trunc_normal_init_(torch.empty(config.hidden_size, dtype=self.forward_dtype), std=1.0)
+        l_init = trunc_normal_init_(torch.empty(config.hidden_size, dtype=self.forward_dtype), std=1.0)
+        self.register_buffer("H_init", h_init, persistent=True)
+        self.register_buffer("L_init", l_init, persistent=True)
+
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_vectors: torch.Tensor | None) -> torch.Tensor:
+        """inputs [B, seq_len] int, puzzle_vectors [B, ndim] -> x [B, prefix + seq_len, D] (forward dtype)."""
+        x = self.embed_tokens(inputs.to(torch.int32))
+        if self.prefix_len:
+            pad = self.prefix_len * self.hidden_size - puzzle_vectors.shape[-1]
+            prefix = F.pad(puzzle_vectors, (0, pad)) if pad else puzzle_vectors
+            x = torch.cat((prefix.view(-1, self.prefix_len, self.hidden_size), x), dim=-2)
+        if self.config.pos_encodings == "learned":
+            x = 0.707106781 * (x + self.embed_pos.weight.to(self.forward_dtype))  # keeps the sum's variance
+        return self.embed_scale * x
+
+    def forward(
+        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, with_logits: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One segment of the recurrence with the 1-step gradient.
+
+        z_H, z_L: [B, T, D] carry (no grad); x: [B, T, D] input embedding. Returns new z_H, z_L
+        (still attached to the graph of the last updates; callers detach), logits [B, seq_len, V]
+        (None when ``with_logits`` is False) and q [B, 2] fp32 (halt, continue).
+        """
+        cos, sin = self.cos, self.sin
+        n_h, n_l = self.config.H_cycles, self.config.L_cycles
+        with torch.no_grad():
+            for h_step in range(n_h):
+                for l_step in range(n_l):
+                    if h_step < n_h - 1 or l_step < n_l - 1:
+                        z_L = self.L_level(z_L, z_H + x, cos, sin)
+                if h_step < n_h - 1:
+                    z_H = self.H_level(z_H, z_L, cos, sin)
+        # 1-step gradient: only the last L and the last H update are differentiated.
+        z_L = self.L_level(z_L, z_H + x, cos, sin)
+        z_H = self.H_level(z_H, z_L, cos, sin)
+        logits = self.lm_head(z_H[:, self.prefix_len :]) if with_logits else None
+        q = self.q_head(z_H[:, 0]).to(torch.float32)
+        return z_H, z_L, logits, q
+
+
+# --------------------------------------------------------------------------- ACT wrapper
+@dataclass
+class Carry:
+    """Persistent ACT state; every field is updated in place by :meth:`HRM.forward`.
+
+    z_H, z_L: [B, T, D] forward dtype; steps: [B] int32; halted: [B] bool;
+    current_data: ``inputs``/``labels`` int32 [B, seq_len], ``puzzle_identifiers`` int32 [B].
+    """
+
+    z_H: torch.Tensor
+    z_L: torch.Tensor
+    steps: torch.Tensor
+    halted: torch.Tensor
+    current_data: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {"z_H": self.z_H, "z_L": self.z_L, "steps": self.steps, "halted": self.halted}
+        out.update({f"data.{k}": v for k, v in self.current_data.items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy a saved carry into this one's buffers (shapes must match)."""
+        for name in ("z_H", "z_L", "steps", "halted"):
+            getattr(self, name).copy_(state[name])
+        for k, v in self.current_data.items():
+            v.copy_(state[f"data.{k}"])
+
+
+class HRM(nn.Module):
+    """HRM with adaptive computation time. ``carry, outputs = model(carry, batch)`` runs one segment.
+
+    outputs: ``logits`` [B, seq_len, vocab] (forward dtype), ``q_halt_logits`` / ``q_continue_logits``
+    [B] fp32, and in training with ``bootstrap_q`` (and halt_max_steps > 1) ``target_q_continue`` [B] fp32.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size = vocab_size
+        self.seq_len = seq_len
+        self.num_puzzle_identifiers = num_puzzle_identifiers
+        ops.set_backend(config.ops)
+        self.inner = HRMInner(config, vocab_size, seq_len)
+        self.puzzle_emb = (
+            PuzzleEmbedding(num_puzzle_identifiers, config.puzzle_emb_ndim, self.inner.forward_dtype)
+            if config.puzzle_emb_ndim > 0
+            else None
+        )
+
+    def initial_carry(self, batch_size: int, device: torch.device | str | None = None) -> Carry:
+        """A carry whose rows are all halted, so the first call loads every row from its batch."""
+        device = torch.device(device) if device is not None else self.inner.H_init.device
+        shape = (batch_size, self.inner.total_len, self.config.hidden_size)
+        dtype = self.inner.forward_dtype
+        return Carry(
+            z_H=torch.zeros(shape, dtype=dtype, device=device),
+            z_L=torch.zeros(shape, dtype=dtype, device=device),
+            steps=torch.zeros(batch_size, dtype=torch.int32, device=device),
+            halted=torch.ones(batch_size, dtype=torch.bool, device=device),
+            current_data={
+                "inputs": torch.zeros(batch_size, self.seq_len, dtype=torch.int32, device=device),
+                "labels": torch.zeros(batch_size, self.seq_len, dtype=torch.int32, device=device),
+                "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32, device=device),
+            },
+        )
+
+    def embed(self, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The input embedding x [B, T, D] of ``data`` (tokens + puzzle prefix)."""
+        vectors = self.puzzle_emb(data["puzzle_identifiers"]) if self.puzzle_emb is not None else None
+        return self.inner.input_embeddings(data["inputs"], vectors)
+
+    def forward(
+        self,
+        carry: Carry,
+        batch: dict[str, torch.Tensor],
+        explore_draw: torch.Tensor | None = None,
+        min_steps_draw: torch.Tensor | None = None,
+    ) -> tuple[Carry, dict[str, torch.Tensor]]:
+        """One ACT segment. ``explore_draw`` [B] fp32 in [0, 1) and ``min_steps_draw`` [B] int32 in
+        [2, halt_max_steps] may be given (e.g. drawn for the global batch so that any rank layout
+        explores identically); otherwise they are drawn from torch's RNG on the carry's device."""
+        cfg = self.config
+        data = carry.current_data
+        batch = {k: batch[k].to(data[k].dtype) for k in BATCH_KEYS}
+        # 1. halted rows restart: z <- init, steps <- 0, data <- the new batch's row
+        ops.act_reset(
+            carry.z_H, carry.z_L, carry.steps, data["inputs"], data["labels"], data["puzzle_identifiers"],
+            carry.halted, self.inner.H_init, self.inner.L_init,
+            batch["inputs"], batch["labels"], batch["puzzle_identifiers"],
+        )  # fmt: skip
+        # 2. inner forward (1-step gradient)
+        x = self.embed(data)
+        z_H, z_L, logits, q = self.inner(carry.z_H, carry.z_L, x)
+        with torch.no_grad():
+            carry.z_H.copy_(z_H)
+            carry.z_L.copy_(z_L)
+        outputs = {"logits": logits, "q_halt_logits": q[:, 0], "q_continue_logits": q[:, 1]}
+
+        # 3. step counters and halting (exploration draws come from torch's RNG on the device)
+        batch_size = carry.steps.shape[0]
+        device = carry.steps.device
+        explore = self.training and cfg.halt_max_steps > 1
+        if explore:
+            if explore_draw is None:
+                explore_draw = torch.rand(batch_size, device=device)
+            if min_steps_draw is None:
+                high = cfg.halt_max_steps + 1
+                min_steps_draw = torch.randint(2, high, (batch_size,), device=device, dtype=torch.int32)
+            explore_draw = explore_draw.to(device=device, dtype=torch.float32)
+            min_steps_draw = min_steps_draw.to(device=device, dtype=torch.int32)
+        else:
+            explore_draw = torch.ones(batch_size, device=device)
+            min_steps_draw = torch.zeros(batch_size, dtype=torch.int32, device=device)
+        q_halt, q_cont = q.detach().t().contiguous()
+        ops.act_halt(
+            carry.steps, carry.halted, q_halt, q_cont, explore_draw, min_steps_draw,
+            cfg.halt_max_steps, cfg.halt_exploration_prob, self.training,
+        )  # fmt: skip
+
+        # 4. bootstrap target for Q-continue: the next segment's Q values on the new carry, same data
+        if explore and cfg.bootstrap_q:
+            with torch.no_grad():
+                _, _, _, next_q = self.inner(carry.z_H, carry.z_L, x.detach(), with_logits=False)
+                is_last = carry.steps >= cfg.halt_max_steps
+                target = torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1]))
+                outputs["target_q_continue"] = torch.sigmoid(target)
+        return carry, outputs

@@ -1,0 +1,171 @@
+"""Optimizers and the LR schedule (reference/hrm.md §1.6, §3.2, §3.3).
+
+- :class:`AdamATan2`: Adam without epsilon, theta <- theta (1 - lr wd) - lr/bc1 * atan2(m, sqrt(v / bc2)).
+- :class:`SparseSignSGD`: the puzzle-embedding table; for every row id in the batch (all ranks),
+  w <- w (1 - lr wd) - lr sign(sum of that id's gradients). Rows not in the batch are untouched.
+- :func:`build_optimizers`: [SparseSignSGD, AdamATan2 | AdamW] as HRM orders them.
+- :func:`lr_at`: linear warmup, then cosine from base to base * lr_min_ratio.
+Each param group carries ``base_lr``; :func:`set_lr` writes the scheduled ``lr`` into every group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch.optim import Optimizer
+
+from hrm_fast.config import TrainConfig
+from hrm_fast.model import HRM, PuzzleEmbedding
+
+
+class AdamATan2(Optimizer):
+    """Adam-atan2 (Everett et al. 2024) with decoupled weight decay, in plain PyTorch (foreach ops).
+
+    Per parameter, with t the step count: m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
+    p <- p (1 - lr wd); p <- p - lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)).
+    ``lr`` may be a float or a 0-d tensor (for CUDA graphs).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        lr: float | torch.Tensor = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+    ) -> None:
+        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"AdamATan2: betas must be in [0, 1), got {betas}")
+        if weight_decay < 0:
+            raise ValueError(f"AdamATan2: weight_decay must be >= 0, got {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 (Optimizer's signature)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            lr, wd = group["lr"], group["weight_decay"]
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(steps, 1.0)
+            if wd != 0:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+            for p, m, denom, t in zip(params, exp_avgs, denoms, steps):
+                bias1 = 1 - beta1**t
+                bias2_sqrt = (1 - beta2**t).sqrt()
+                p.sub_(torch.atan2(m, denom.div_(bias2_sqrt)) * (lr / bias1))
+        return loss
+
+
+class SparseSignSGD(Optimizer):
+    """SignSGD with row-sparse decoupled weight decay for :class:`hrm_fast.model.PuzzleEmbedding`.
+
+    Uses the gradient of the embedding's ``local_weights`` and the ids in ``local_ids`` (plus any
+    micro-batches stashed by gradient accumulation). Under an initialised ``torch.distributed``
+    with more than one rank the ids and gradients of every rank are all-gathered first, so every
+    rank applies the same update. Duplicate ids have their gradients summed (via an id-equality
+    matrix, which keeps shapes static: no ``unique``, no host sync).
+    """
+
+    def __init__(self, embedding: PuzzleEmbedding, lr: float | torch.Tensor = 1e-2, weight_decay: float = 0.1) -> None:
+        if weight_decay < 0:
+            raise ValueError(f"SparseSignSGD: weight_decay must be >= 0, got {weight_decay}")
+        self.embedding = embedding
+        super().__init__([embedding.weights], dict(lr=lr, weight_decay=weight_decay))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.embedding.local_weights.grad = None
+        self.embedding.pending.clear()
+
+    @staticmethod
+    def _gather(t: torch.Tensor) -> torch.Tensor:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return t
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        emb = self.embedding
+        emb.stash_grad()
+        if not emb.pending:
+            return None
+        ids = self._gather(torch.cat([i for i, _ in emb.pending]).to(torch.int64))
+        grads = self._gather(torch.cat([g for _, g in emb.pending]))
+        emb.pending.clear()
+        # every row gets the summed gradient of all rows sharing its id
+        same = (ids.unsqueeze(0) == ids.unsqueeze(1)).to(grads.dtype)
+        summed = same @ grads
+        group = self.param_groups[0]
+        lr, wd = group["lr"], group["weight_decay"]
+        rows = emb.weights[ids] * (1 - lr * wd) - lr * torch.sign(summed)
+        emb.weights.index_put_((ids,), rows)  # duplicates write identical rows
+        return None
+
+
+def build_optimizers(model: HRM, train_cfg: TrainConfig) -> list[Optimizer]:
+    """[SparseSignSGD for the puzzle table (if any), AdamATan2 or AdamW for every Parameter].
+
+    Weight decay applies to every Parameter (as HRM). Each group stores ``base_lr`` for :func:`set_lr`.
+    """
+    optimizers: list[Optimizer] = []
+    if model.puzzle_emb is not None:
+        optimizers.append(
+            SparseSignSGD(model.puzzle_emb, lr=train_cfg.puzzle_emb_lr, weight_decay=train_cfg.puzzle_emb_weight_decay)
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    if train_cfg.optimizer == "adam_atan2":
+        optimizers.append(AdamATan2(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
+    else:
+        optimizers.append(torch.optim.AdamW(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
+    return optimizers
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup: int, min_ratio: float) -> float:
+    """HRM's schedule: base * step / warmup during warmup, then cosine from base to base * min_ratio.
+
+    Progress is clamped to [0, 1], so steps past ``total_steps`` stay at base * min_ratio.
+    """
+    if step < warmup:
+        return base_lr * step / max(1, warmup)
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total_steps - warmup)))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizers: list[Optimizer], step: int, total_steps: int, train_cfg: TrainConfig) -> float:
+    """Write the scheduled lr into every param group (from its ``base_lr``); returns the main optimizer's lr."""
+    lr = 0.0
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total_steps, group["base_lr"], train_cfg.lr_warmup_steps, train_cfg.lr_min_ratio)
+            lr = group["lr"]
+    return lr
