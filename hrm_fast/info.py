@@ -39,6 +39,14 @@ def trainable_parameters(config: Config, vocab_size: int = VOCAB_SIZE) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def format_seconds(seconds: float) -> str:
+    """3.87 s, 12.3 ms, 45 us: three significant digits in a readable unit."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-6:.3g} us"
+
+
 def report(config: Config) -> str:
     m = config.model
     lines = ["# resolved config", config_to_yaml(config).rstrip(), "", "# model"]
@@ -79,7 +87,7 @@ def report(config: Config) -> str:
     ]
     if f.recompute:
         lines.append(f"gradient checkpointing recomputes {format_flops(f.recompute)} per sequence (not in MFU)")
-    est = ", ".join(f"{step / (RTX_4090_BF16 * u):.2f} s at {int(u * 100)}%" for u in (0.4, 0.5, 0.6))
+    est = ", ".join(f"{format_seconds(step / (RTX_4090_BF16 * u))} at {int(u * 100)}%" for u in (0.4, 0.5, 0.6))
     lines.append(f"estimated RTX 4090 time per optimizer step (bf16 peak 165 TFLOP/s, MFU): {est}")
     return "\n".join(lines)
 
@@ -109,3 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
