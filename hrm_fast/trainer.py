@@ -1,0 +1,458 @@
+"""The training run: HRM's persistent-carry ACT loop with resume, logging, evaluation and fault handling.
+
+One optimizer step advances every row of the global batch by one ACT segment (reference/hrm.md
+§1.5, §3.4). The global batch of ``train.global_batch_size`` rows is split over ranks, then over
+``train.grad_accum`` micro-batches; each (rank, micro-batch) slot owns a persistent carry for its
+rows, so accumulation and data parallelism compute what one big batch would. When the model's
+forward accepts ``explore_draw`` / ``min_steps_draw``, the exploration draws of the halting rule
+are made for the whole global batch from one generator seeded identically on every rank and each
+slot takes its rows, so the trajectory does not depend on the layout (ranks x micro-batches);
+otherwise the model draws them from each rank's torch RNG (seeded ``train.seed + rank``), and only
+runs without exploration (or with the same layout) follow the same trajectory.
+
+Host syncs: none inside a step. Non-finite values and stop requests are read at check points
+(every step on CPU, where reading is free; every ``log.every`` steps on CUDA; before every save).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from hrm_fast import distributed as D
+from hrm_fast import run_dir as R
+from hrm_fast import train_state as TS
+from hrm_fast.config import Config, ConfigError, config_to_dict, save_config
+from hrm_fast.faults import GracefulStop, NonFiniteError, NonFiniteTracker, nan_injection_step
+from hrm_fast.profiling import StepWindowProfiler, nvtx_range
+from hrm_fast.runlog import NullLogger, RunLogger, read_metrics
+
+STATE_VERSION = 1
+
+
+class Trainer:
+    """Builds data, model and optimizers for ``config`` on this rank, then :meth:`train` runs the loop."""
+
+    def __init__(self, config: Config, dist: D.DistInfo) -> None:
+        self.cfg = config
+        self.dist = dist
+        self.device = dist.device
+        tc = config.train
+        slots = dist.world_size * tc.grad_accum
+        if tc.global_batch_size % slots:
+            raise ConfigError(
+                f"train.global_batch_size={tc.global_batch_size} is not divisible by ranks x train.grad_accum "
+                f"= {dist.world_size} x {tc.grad_accum}")
+        if config.eval.batch_size % dist.world_size:
+            raise ConfigError(f"eval.batch_size={config.eval.batch_size} is not divisible by {dist.world_size} ranks")
+        self.micro_batch = tc.global_batch_size // slots
+        self.compile = config.compile if config.compile is not None else self.device.type == "cuda"
+        self.amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            config.model.forward_dtype] if self.device.type == "cuda" else None
+
+        self.run_dir, self.resume_from = self._resolve_run_dir()
+        self._ensure_dataset()
+        torch.manual_seed(tc.seed + dist.rank)  # model init is broadcast from rank 0; this seeds dropout per rank
+        self._build_data()
+        self._build_model()
+        self.step = 0
+        self.best_metric: float | None = None
+        self.last_saved_step: int | None = None
+        self.tracker = NonFiniteTracker(self.device)
+        self.explore_gen = torch.Generator(device="cpu")
+        self.explore_gen.manual_seed(tc.seed + 1_000_003)
+        self._reset_accumulators()
+        if self.resume_from is not None:
+            self._resume(self.resume_from)
+        self.logger = self._make_logger()
+
+    # ------------------------------------------------------------------ set-up
+    def _say(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
+
+    def _resolve_run_dir(self) -> tuple[Path, Path | None]:
+        chosen = None
+        if self.dist.is_main:
+            chosen = R.resolve(self.cfg.run.dir, self.cfg.run.resume, self.cfg.preset)
+        run_dir, resume = D.broadcast_object(chosen, self.dist)
+        return Path(run_dir), (Path(resume) if resume is not None else None)
+
+    def _ensure_dataset(self) -> None:
+        """Build the preset's dataset when ``data.path`` has none (rank 0 builds, the others wait)."""
+        from hrm_fast.data.build import build_dataset
+
+        dc = self.cfg.data
+        if self.dist.is_main and not (Path(dc.path) / "train" / "dataset.json").is_file():
+            self._say(f"dataset {dc.path} is missing: building it (sources {dc.sources}, eval {dc.eval_sources}, "
+                      f"{dc.num_aug} augmentations, grids up to {dc.max_grid_size}x{dc.max_grid_size})")
+            build_dataset(dc.path, dc.sources, dc.eval_sources, num_aug=dc.num_aug, seed=dc.seed,
+                          max_grid_size=dc.max_grid_size, val_fraction=dc.val_fraction, subset=dc.subset,
+                          workers=max(1, dc.workers), progress=True)
+        D.barrier(self.dist)
+
+    def _build_data(self) -> None:
+        from hrm_fast.data.dataset import PuzzleDataset, TrainSampler
+
+        self.train_set = PuzzleDataset(self.cfg.data.path, "train")
+        self.meta = self.train_set.metadata
+        self.sampler = TrainSampler(self.train_set, global_batch_size=self.cfg.train.global_batch_size,
+                                    rank=self.dist.rank, world_size=self.dist.world_size,
+                                    seed=self.cfg.train.seed)
+        self.val_split = "val" if (Path(self.cfg.data.path) / "val").is_dir() else None
+        self.total_steps = total_steps_for(self.cfg, self.meta.total_groups, self.meta.mean_puzzle_examples)
+
+    def _build_model(self) -> None:
+        from hrm_fast.losses import act_loss
+        from hrm_fast.model import HRM
+        from hrm_fast.optim import build_optimizers
+
+        self.model = HRM(self.cfg.model, vocab_size=self.meta.vocab_size, seq_len=self.meta.seq_len,
+                         num_puzzle_identifiers=self.meta.num_puzzle_identifiers).to(self.device)
+        D.broadcast_module(self.model, self.dist)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizers = build_optimizers(self.model, self.cfg.train)
+        self._act_loss = act_loss
+        self.carries = [self.model.initial_carry(self.micro_batch, self.device)
+                        for _ in range(self.cfg.train.grad_accum)]
+        # Layout-independent exploration needs the model to take the draws; otherwise it draws from torch's RNG.
+        self.model_takes_draws = "explore_draw" in inspect.signature(self.model.forward).parameters
+        self.segment = torch.compile(self._segment, dynamic=False) if self.compile else self._segment
+        self.num_params = sum(p.numel() for p in self.params)
+
+    def _make_logger(self) -> NullLogger:
+        if not self.dist.is_main:
+            return NullLogger()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        return RunLogger(self.run_dir, config_to_dict(self.cfg), tensorboard=self.cfg.log.tensorboard,
+                         wandb_mode=self.cfg.log.wandb)
+
+    # ------------------------------------------------------------------ one step
+    def _segment(self, carry: Any, batch: dict[str, torch.Tensor], draws: dict[str, torch.Tensor]
+                 ) -> tuple[Any, torch.Tensor, dict[str, torch.Tensor]]:
+        """One ACT segment of one micro-batch slot: model forward + loss (the compiled region)."""
+        carry, outputs = self.model(carry, batch, **draws) if draws else self.model(carry, batch)
+        loss_sum, metrics = self._act_loss(carry, outputs, self.cfg.model.loss_type)
+        return carry, loss_sum, metrics
+
+    def _global_draws(self) -> torch.Tensor:
+        """Exploration draws for the whole global batch: (explore [G] fp32, min_steps [G] int32)."""
+        g = self.cfg.train.global_batch_size
+        explore = torch.rand(g, generator=self.explore_gen)
+        min_steps = torch.randint(2, max(self.cfg.model.halt_max_steps, 2) + 1, (g,), generator=self.explore_gen,
+                                  dtype=torch.int32)
+        return explore, min_steps
+
+    def _slot_rows(self, micro: int) -> slice:
+        start = (self.dist.rank * self.cfg.train.grad_accum + micro) * self.micro_batch
+        return slice(start, start + self.micro_batch)
+
+    def _set_lr(self) -> None:
+        from hrm_fast.optim import set_lr
+
+        # HRM counts the step before scheduling: the first step runs at lr(1), not lr(0) = 0 in warmup
+        self.current_lr = set_lr(self.optimizers, self.step + 1, self.total_steps, self.cfg.train)
+
+    def train_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
+        """One optimizer step: every slot's carry advances one segment; no host sync."""
+        tc = self.cfg.train
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        with nvtx_range("data"):
+            rank_batch = next(batch_iter)
+        explore, min_steps = self._global_draws()
+        inject = nan_injection_step()
+        loss_total = torch.zeros((), device=self.device, dtype=torch.float32)
+        for micro in range(tc.grad_accum):
+            rows = self._slot_rows(micro)
+            local = slice(micro * self.micro_batch, (micro + 1) * self.micro_batch)
+            batch = {k: v[local].to(self.device, non_blocking=True) for k, v in rank_batch.items()}
+            draws = {"explore_draw": explore[rows].to(self.device, non_blocking=True),
+                     "min_steps_draw": min_steps[rows].to(self.device, non_blocking=True)
+                     } if self.model_takes_draws else {}
+            with self._autocast():
+                self.carries[micro], loss_sum, metrics = self.segment(self.carries[micro], batch, draws)
+            if inject is not None and self.step + 1 == inject:
+                loss_sum = loss_sum * float("nan")
+            with nvtx_range("backward"):
+                (loss_sum / tc.global_batch_size).backward()
+            loss_total = loss_total + loss_sum.detach().float()
+            self._accumulate(metrics)
+        with nvtx_range("optimizer"):
+            D.all_reduce_grads(self.params, self.dist)
+            if tc.grad_clip is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
+            else:
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None],
+                                                          foreach=True)
+            self.tracker.update(loss_total, grad_norm)
+            self._set_lr()
+            for opt in self.optimizers:
+                opt.step()
+        self.acc["grad_norm"] += grad_norm.detach().float()
+        self.acc["steps_logged"] += 1
+        self.step += 1
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ metrics
+    def _reset_accumulators(self) -> None:
+        self.acc: dict[str, torch.Tensor] = {
+            "grad_norm": torch.zeros((), device=self.device), "steps_logged": torch.zeros((), device=self.device)}
+
+    def _accumulate(self, metrics: dict[str, torch.Tensor]) -> None:
+        for k, v in metrics.items():
+            v = v.detach().float()
+            if k in self.acc:
+                self.acc[k] += v
+            else:
+                self.acc[k] = v.clone()
+
+    def _reduce_train_metrics(self) -> dict[str, float]:
+        sums = D.all_reduce_sum(self.acc, self.dist)
+        n_steps = max(float(sums.pop("steps_logged")) / self.dist.world_size, 1.0)
+        grad_norm = float(sums.pop("grad_norm")) / self.dist.world_size / n_steps
+        count = float(sums.get("count", 0.0))
+        out = {}
+        for k, v in sums.items():
+            if k == "count":
+                out["train/count"] = float(v) / n_steps
+            elif "loss" in k:
+                out[f"train/{k}"] = float(v) / (self.cfg.train.global_batch_size * n_steps)
+            else:
+                out[f"train/{k}"] = float(v) / count if count > 0 else float("nan")
+        out["train/grad_norm"] = grad_norm
+        out["train/lr"] = self.current_lr
+        self._reset_accumulators()
+        return out
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, stop: GracefulStop) -> str | None:
+        """Host-side check point: raise on a non-finite step; agree across ranks on a stop request."""
+        flags = torch.stack([self.tracker.first_bad.cpu(),
+                             torch.tensor(1 if stop.requested else 0, dtype=torch.int64)])
+        flags = D.all_reduce_max(flags.to(self.device if self.device.type == "cuda" else "cpu"), self.dist).cpu()
+        if int(flags[0]) >= 0:
+            raise NonFiniteError(int(flags[0]))
+        return (stop.requested or "a signal on another rank") if int(flags[1]) else None
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (exact accuracy, token accuracy, steps, q-halt accuracy) on the val split."""
+        from hrm_fast.validate import evaluate_split
+
+        with nvtx_range("eval"):
+            return evaluate_split(self.model, self.cfg, self.dist, self.val_split, self._autocast,
+                                  show_progress=self.dist.is_main)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any] | None:
+        """The full training state, gathered on rank 0 (None on other ranks)."""
+        mine = {"rng": TS.rng_state(self.device), "carries": [TS.carry_state(c) for c in self.carries]}
+        gathered = D.gather_objects(mine, self.dist)
+        if not self.dist.is_main:
+            return None
+        assert gathered is not None
+        slots = [c for g in gathered for c in g["carries"]]  # rank-major, micro-minor = global row order
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "world_size": self.dist.world_size,
+            "grad_accum": self.cfg.train.grad_accum,
+            "best_metric": self.best_metric,
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "sampler": self.sampler.state_dict(),
+            "explore_rng": self.explore_gen.get_state(),
+            "rng": [g["rng"] for g in gathered],
+            "carry": TS.concat_carry_states(slots),
+            "accumulators": {k: v.detach().cpu() for k, v in self.acc.items()},
+        }
+
+    def save(self, name: str) -> None:
+        """Write checkpoint ``<run_dir>/<name>`` atomically (rank 0 writes; every rank takes part)."""
+        from hrm_fast.checkpoint import save_checkpoint
+
+        state = self._state()
+        if self.dist.is_main:
+            with _test_kill_hook():
+                save_checkpoint(self.run_dir / name, self.model, self.cfg, state)
+        if name == "last":
+            self.last_saved_step = self.step
+        D.barrier(self.dist)
+
+    def _resume(self, path: Path) -> None:
+        from hrm_fast.checkpoint import load_state_into, load_training_state, read_weights
+
+        state = load_training_state(path)
+        tensors, _ = read_weights(path / "model.safetensors")
+        load_state_into(self.model, tensors, str(path / "model.safetensors"))
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{path}: training state version {state.get('version')}, this code reads {STATE_VERSION}")
+        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        self.sampler.load_state_dict(state["sampler"])
+        self.explore_gen.set_state(state["explore_rng"])
+        self.step = int(state["step"])
+        self.last_saved_step = self.step
+        self.best_metric = state["best_metric"]
+        self.tracker = NonFiniteTracker(self.device, self.step)
+        if state["world_size"] == self.dist.world_size:
+            TS.set_rng_state(state["rng"][self.dist.rank], self.device)
+        else:
+            self._say(f"note: checkpoint was written by {state['world_size']} ranks, now {self.dist.world_size}: "
+                      "per-rank RNG states (dropout) restart from the seed")
+        for micro, carry in enumerate(self.carries):
+            rows = self._slot_rows(micro)
+            TS.load_carry_state(carry, TS.slice_carry_state(state["carry"], rows.start, rows.stop))
+        self.acc = {k: v.to(self.device) for k, v in state["accumulators"].items()}
+        self._say(f"resumed from {path} at step {self.step}")
+        if self.dist.is_main:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> int:
+        """Run to ``total_steps``; returns the process exit code (0 done or stopped by a signal)."""
+        cfg = self.cfg
+        self._say(f"run folder: {self.run_dir}")
+        self._say(f"model: {self.num_params / 1e6:.2f}M parameters, {self.meta.num_puzzle_identifiers} puzzle ids; "
+                  f"device {self.device}, {self.dist.world_size} rank(s), micro-batch {self.micro_batch} x "
+                  f"{cfg.train.grad_accum} accumulation; compile={self.compile}; {self.total_steps} steps")
+        check_every = 1 if self.device.type == "cpu" else cfg.log.every
+        stop = GracefulStop().install()
+        batch_iter = iter(self.sampler)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not self.dist.is_main, file=sys.stdout)
+        profiler = StepWindowProfiler(cfg.profile.steps, cfg.profile.torch, self.run_dir / "profile", self.step)
+        t_last, steps_since_log, t_excluded = time.perf_counter(), 0, 0.0  # step time excludes eval and saving
+        try:
+            while self.step < self.total_steps:
+                profiler.before_step(self.step)
+                self.train_step(batch_iter)
+                steps_since_log += 1
+                bar.update(1)
+                message = profiler.after_step(self.step)
+                if message:
+                    self._say(message)
+                at_log = self.step % cfg.log.every == 0
+                at_eval = self.val_split is not None and self.step % cfg.eval.every == 0
+                at_ckpt = self.step % cfg.checkpoint.every == 0
+                at_end = self.step == self.total_steps
+                stopping = None
+                if self.step % check_every == 0 or at_log or at_eval or at_ckpt or at_end or stop.requested:
+                    stopping = self._check(stop)
+                if at_log or at_end:
+                    metrics = self._reduce_train_metrics()
+                    metrics["train/step_time_s"] = (time.perf_counter() - t_last - t_excluded) / max(1, steps_since_log)
+                    t_last, steps_since_log, t_excluded = time.perf_counter(), 0, 0.0
+                    self.logger.log(self.step, metrics)
+                    bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.3f}",
+                                    acc=f"{metrics.get('train/accuracy', float('nan')):.3f}")
+                t_aside = time.perf_counter()
+                if at_eval or (at_end and self.val_split is not None):
+                    val = self.evaluate()
+                    self.logger.log(self.step, val)
+                    self._say(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                    score = val.get("val/exact_accuracy")
+                    if score is not None and (self.best_metric is None or score > self.best_metric):
+                        self.best_metric = score
+                        self.save("best")
+                if at_ckpt or at_end or stopping:
+                    self.save("last")
+                t_excluded += time.perf_counter() - t_aside
+                if stopping:
+                    self._say(f"stopped by {stopping} at step {self.step}: saved {self.run_dir / 'last'}; "
+                              f"continue with run.resume={self.run_dir / 'last'} (or run.resume=auto)")
+                    return 0
+        except NonFiniteError as err:
+            kept = (f"the last good checkpoint is {self.run_dir / 'last'} (step {self.last_saved_step})"
+                    if self.last_saved_step is not None else "no checkpoint had been written")
+            print(f"error: {err}; stopped without saving: {kept}. Lower train.lr, set train.grad_clip, or use "
+                  "model.forward_dtype=float32 to find the cause.", file=sys.stderr, flush=True)
+            self.logger.text(str(err))
+            return 3
+        finally:
+            profiler.close()
+            bar.close()
+            stop.uninstall()
+            self.logger.close()
+        self._say(f"done: {self.step} steps; checkpoints in {self.run_dir}")
+        _test_dump_weights(self.model, self.dist)
+        return 0
+
+
+@contextlib.contextmanager
+def _test_kill_hook() -> Iterator[None]:
+    """Test hook: ``HRM_FAST_TEST_KILL_IN_SAVE=N[:K]`` SIGKILLs this process in the N-th checkpoint save, at its K-th
+    (default first) ``os.rename``/``os.replace``: after the temporary files are written, while they are put in place."""
+    spec = os.environ.get("HRM_FAST_TEST_KILL_IN_SAVE")
+    _test_kill_hook.calls = getattr(_test_kill_hook, "calls", 0) + 1
+    target, _, nth = (spec or "").partition(":")
+    if not target or int(target) != _test_kill_hook.calls:
+        yield
+        return
+    originals = (os.replace, os.rename)
+    remaining = [int(nth or 1)]
+
+    def wrap(fn: Any) -> Any:
+        def maybe_die(*args: Any, **kwargs: Any) -> Any:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return maybe_die
+
+    os.replace, os.rename = wrap(os.replace), wrap(os.rename)
+    try:
+        yield
+    finally:
+        os.replace, os.rename = originals
+
+
+def _test_dump_weights(model: torch.nn.Module, dist: D.DistInfo) -> None:
+    """Test hook: ``HRM_FAST_TEST_DUMP_WEIGHTS=DIR`` writes every rank's final weights to DIR/rank<r>.safetensors."""
+    folder = os.environ.get("HRM_FAST_TEST_DUMP_WEIGHTS")
+    if not folder:
+        return
+    from safetensors.torch import save_file
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(Path(folder) / f"rank{dist.rank}.safetensors"))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log records written after ``step`` (by a run that died after its last checkpoint)."""
+    if not path.exists():
+        return
+    import json
+
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+
+
+def total_steps_for(config: Config, total_groups: int, mean_puzzle_examples: float) -> int:
+    """HRM's step count: epochs x groups x mean examples / global batch, capped by ``train.max_steps``."""
+    tc = config.train
+    steps = [tc.max_steps] if tc.max_steps is not None else []
+    if tc.epochs is not None:
+        steps.append(int(tc.epochs * total_groups * mean_puzzle_examples / tc.global_batch_size))
+    return max(1, min(steps)) if steps else 1
+

@@ -1,0 +1,15 @@
+"""``python -m train.run [preset=NAME] [key=value ...]``: train HRM (single process or under torchrun).
+
+Without ``preset=``, the preset is ``seed-4090`` on a machine with CUDA and ``cpu-tiny`` otherwise.
+Exit codes: 0 done (or stopped cleanly by SIGINT/SIGTERM after saving ``last``), 2 bad config or
+input, 3 non-finite loss or gradient.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hrm_fast.entry import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
