@@ -127,13 +127,18 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     every: int = Field(50000, ge=1, description="optimizer steps between evaluations")
     batch_size: int = Field(768, ge=1)
-    views: Literal["all"] | int = Field("all", description='"all" augmented views, or at most N per test input')
+    views: Literal["all"] | int = Field(
+        "all", description='train.evaluate: "all" augmented views, or at most N per test input')
+    val_views: Literal["all"] | int = Field(
+        "all", description='validation during training: "all" views, or the first N puzzles of each task')
     ks: list[int] = Field(default_factory=lambda: [1, 2, 10, 100, 1000])
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
-        if isinstance(self.views, int) and self.views < 1:
-            raise ValueError('eval.views must be "all" or an integer >= 1')
+        for key in ("views", "val_views"):
+            value = getattr(self, key)
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f'eval.{key} must be "all" or an integer >= 1')
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError("eval.ks must be a non-empty list of integers >= 1")
         return self

@@ -5,7 +5,7 @@ with the model in eval mode until all rows halt (always ``halt_max_steps`` segme
 the final segment's metric sums are reduced over ranks and batches. This is the seed's validation
 metric on held-out pairs, not the ARC pass@k scoring (that is ``python -m train.evaluate``).
 
-``eval.views = N`` keeps the first N puzzles of each group (the original task first, then its
+``eval.val_views = N`` keeps the first N puzzles of each group (the original task first, then its
 augmented copies); ``"all"`` keeps every row. With 1000 augmentations a full val split is ~1000x the
 held-out pairs, far too many to evaluate every ``eval.every`` steps, so set N on big datasets.
 """
@@ -62,7 +62,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
-    rows = select_rows(dataset, cfg.eval.views)
+    rows = select_rows(dataset, cfg.eval.val_views)
     bar = tqdm(rank_batches(dataset, rows, cfg.eval.batch_size, dist), desc=f"eval {split}", unit="batch",
                total=-(-len(rows) // cfg.eval.batch_size), leave=False, disable=not show_progress)
     try:

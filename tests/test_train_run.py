@@ -257,7 +257,7 @@ def test_validation_views_select_the_first_puzzles_of_each_group(tiny_data):
     assert all("_t" not in n for n in names), names[:5]  # the originals, not augmented copies
     assert len(select_rows(ds, 2)) > len(one) and len(select_rows(ds, "all")) == ds.num_examples
 
-    cfg = load_config("cpu-tiny", TINY_MODEL + [f"data.path={tiny_data}", "eval.views=2", "eval.batch_size=5"])
+    cfg = load_config("cpu-tiny", TINY_MODEL + [f"data.path={tiny_data}", "eval.val_views=2", "eval.batch_size=5"])
     torch.manual_seed(0)
     model = HRM(cfg.model, vocab_size=ds.metadata.vocab_size, seq_len=ds.seq_len,
                 num_puzzle_identifiers=ds.metadata.num_puzzle_identifiers)
