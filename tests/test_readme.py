@@ -1,0 +1,146 @@
+"""Keep the README true: every command in its ```bash blocks is run here or by CI.
+
+``COVERAGE`` says, for each README command, how it is exercised:
+- ``("ci", fragment)``: ``.ci/run`` runs it (the fragment must appear in .ci/run);
+- ``("test", "tests/file.py::name")``: a named test runs it (with cut-down sizes); the test must exist;
+- ``("run", extra_args)``: this file runs the command itself, in a scratch folder, with ``extra_args``
+  appended (for sizes only: later flags override earlier ones), and checks it succeeds.
+A README command missing from ``COVERAGE`` fails ``test_every_readme_command_is_covered``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCEPTARC = ROOT.parent / "shared" / "data" / "ConceptARC"
+
+EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
+COVERAGE: dict[str, tuple[str, ...]] = {
+    "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
+    "pip install torch==2.13.0": ("ci", "pip install -q torch==2.13.0"),
+    'pip install -e ".[dev]" --no-build-isolation': ("ci", 'pip install -q -e ".[dev]" --no-build-isolation'),
+    "pytest": ("ci", "\npytest\n"),
+    "python -m train.run": ("test", "tests/test_train_run.py::test_a_short_run_builds_its_data_and_learns"),
+    "python -m train.evaluate checkpoint=runs/<run>": ("test", EVAL_CLI),
+    "python -m hrm_fast.info preset=seed-4090": ("run",),
+    "python -m hrm_fast.data.build --source arc-agi-1 --source ../ConceptARC/corpus --eval-source arc-agi-1 "
+    "--num-aug 1000 --seed 42 --val-fraction 0.1 --out data/arc-aug-1000": ("run", "--subset", "3", "--num-aug", "2"),
+    "python -m train.run preset=seed-4090": (
+        "run", "device=cpu", "data.path=data/small", "model.H_layers=1", "model.L_layers=1", "model.H_cycles=1",
+        "model.L_cycles=1", "model.halt_max_steps=2", "train.global_batch_size=2", "train.grad_accum=1",
+        "train.max_steps=1", "run.dir=runs/seed", "model.dropout=0.0", "model.forward_dtype=float32",
+    ),
+    "python -m train.evaluate checkpoint=runs/<run>/best": ("test", EVAL_CLI),
+    "python -m hrm_fast.data.build --source arc-agi-1 --eval-source arc-agi-1 --max-grid-size 10 --num-aug 8 "
+    "--out data/small": ("run",),
+    "python -m hrm_fast.data.show data/small --puzzle 007bbfb7 --html puzzle.html": ("run",),
+    "python -m train.run preset=cpu-tiny run.dir=runs/demo train.max_steps=6 eval.every=3 checkpoint.every=3": ("run",),
+    "python -m train.run preset=cpu-tiny run.dir=runs/demo train.max_steps=9 run.resume=auto": ("run",),
+    "torchrun --nproc-per-node 2 -m train.run preset=cpu-tiny run.dir=runs/ddp train.max_steps=4": ("run",),
+    "python -m train.evaluate checkpoint=runs/<run>/best [eval.views=all|N] [eval.batch_size=N] [out=DIR]": (
+        "test", EVAL_CLI),
+    "python -m hrm_fast.eval.score submission.json --solutions arc-agi-1": ("run",),
+    "pytest bench/ --benchmark-only": ("ci", "pytest bench/ --benchmark-only"),
+    "python -m bench.report": ("ci", "python -m bench.report"),
+}
+
+
+def readme_commands() -> list[str]:
+    """Commands of the README's ```bash blocks: continuation lines joined, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line).strip()
+            line = re.sub(r"\s+", " ", line)
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def test_every_readme_command_is_covered():
+    missing = [c for c in readme_commands() if c not in COVERAGE]
+    assert not missing, f"README commands without a test or CI step (add them to COVERAGE): {missing}"
+    stale = [c for c in COVERAGE if c not in readme_commands()]
+    assert not stale, f"COVERAGE lists commands no longer in the README: {stale}"
+
+
+def test_ci_runs_the_readme_install_and_test_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command, how in COVERAGE.items():
+        if how[0] == "ci":
+            assert how[1] in ci, f".ci/run does not run the README command {command!r}"
+
+
+def test_named_tests_exist():
+    for command, how in COVERAGE.items():
+        if how[0] == "test":
+            path, name = how[1].split("::")
+            assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), flags=re.M), (command, how[1])
+
+
+def _run(command: str, extra: tuple[str, ...], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    argv = shlex.split(command) + list(extra)
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    elif argv[0] == "torchrun":
+        argv = [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """A scratch working folder; ``../ConceptARC`` points at the shared ConceptARC copy."""
+    base = tmp_path_factory.mktemp("readme")
+    work = base / "work"
+    work.mkdir()
+    if CONCEPTARC.exists():
+        (base / "ConceptARC").symlink_to(CONCEPTARC)
+    return work
+
+
+def test_info_command(scratch):
+    out = _run("python -m hrm_fast.info preset=seed-4090", (), scratch).stdout
+    assert "34,092,034" in out and "2.53 TFLOP" in out
+
+
+@pytest.mark.slow
+def test_data_and_training_commands_in_readme_order(scratch):
+    cmds = readme_commands()
+    order = [c for c in cmds if COVERAGE[c][0] == "run" and "eval.score" not in c and "hrm_fast.info" not in c]
+    order.sort(key=lambda c: "--out data/small" not in c)  # later commands train on data/small
+    for command in order:
+        if "ConceptARC" in command and not CONCEPTARC.exists():
+            continue  # only in checkouts with ../shared beside them
+        _run(command, COVERAGE[command][1:], scratch, timeout=900)
+    assert (scratch / "data" / "small" / "identifiers.json").exists()
+    assert (scratch / "puzzle.html").read_text().count("<") > 10
+    records = [json.loads(x) for x in (scratch / "runs/demo/metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 9  # resumed from 6 and went on
+    assert (scratch / "runs/ddp/last/model.safetensors").exists()
+    assert (scratch / "runs/seed/last/model.safetensors").exists()
+
+
+def test_score_command_on_an_oracle_submission(scratch):
+    from hrm_fast.eval.solutions import load_solutions
+
+    solutions = load_solutions("arc-agi-1")
+    submission = {task: [{"attempt_1": g.tolist(), "attempt_2": g.tolist()} for g in grids]
+                  for task, grids in solutions.items()}
+    (scratch / "submission.json").write_text(json.dumps(submission))
+    out = _run("python -m hrm_fast.eval.score submission.json --solutions arc-agi-1", (), scratch).stdout
+    scores = dict(re.findall(r"^\s+(\w+) .*: ([\d.]+)$", out, flags=re.M))
+    assert scores == {"kaggle": "1.0000", "arc_prize": "1.0000", "all_or_nothing": "1.0000"}, out
