@@ -132,6 +132,8 @@ class EvalConfig(_Section):
     val_views: Literal["all"] | int = Field(
         "all", description='validation during training: "all" views, or the first N puzzles of each task')
     ks: list[int] = Field(default_factory=lambda: [1, 2, 10, 100, 1000])
+    arc_at_end: bool = Field(
+        False, description="after the last step, run train.evaluate's ARC scoring on the test split (eval.views)")
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

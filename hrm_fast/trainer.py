@@ -325,6 +325,29 @@ class Trainer:
         if self.dist.is_main:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
 
+    def arc_evaluate(self) -> None:
+        """ARC scoring of the final weights on the test split (rank 0; the others wait).
+
+        Writes ``scores.json``, ``submission.json`` and ``report.html`` into ``<run>/eval-test-step<N>`` and
+        logs the scores (``eval/<scoring>@<k>``) to metrics.jsonl and TensorBoard.
+        """
+        test_dir = Path(self.cfg.data.path) / "test"
+        if not test_dir.is_dir():
+            self._say(f"eval.arc_at_end: {test_dir} does not exist (no --eval-source); skipped")
+            return
+        if self.dist.is_main:
+            from hrm_fast.eval.results import flat_metrics
+            from train.evaluate import evaluate_checkpoint
+
+            out = self.run_dir / f"eval-test-step{self.step}"
+            with nvtx_range("eval"):
+                scores = evaluate_checkpoint(self.model, self.cfg, "test", out, device=self.device, step=self.step)
+            self.logger.log(self.step, flat_metrics(scores))
+            self._say(f"ARC scores of step {self.step} (pass@2: kaggle {scores['kaggle']['pass@2']:.4f}, "
+                      f"arc_prize {scores['arc_prize']['pass@2']:.4f}, all_or_nothing "
+                      f"{scores['all_or_nothing']['pass@2']:.4f}); report: {out / 'report.html'}")
+        D.barrier(self.dist)
+
     # ------------------------------------------------------------------ the loop
     def train(self) -> int:
         """Run to ``total_steps``; returns the process exit code (0 done or stopped by a signal)."""
@@ -379,6 +402,8 @@ class Trainer:
                     self._say(f"stopped by {stopping} at step {self.step}: saved {self.run_dir / 'last'}; "
                               f"continue with run.resume={self.run_dir / 'last'} (or run.resume=auto)")
                     return 0
+            if cfg.eval.arc_at_end:
+                self.arc_evaluate()
         except NonFiniteError as err:
             kept = (f"the last good checkpoint is {self.run_dir / 'last'} (step {self.last_saved_step})"
                     if self.last_saved_step is not None else "no checkpoint had been written")

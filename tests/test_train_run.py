@@ -319,3 +319,18 @@ def test_torchrun_kill_9_then_resume_continues_exactly(tiny_data, tmp_path):
     for rank in (0, 1):
         want, got = _weights(tmp_path / "w_full", rank), _weights(tmp_path / "w_cut", rank)
         assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_arc_scoring_at_the_end_of_training(tiny_data, tmp_path):
+    """``eval.arc_at_end=true``: scores.json, submission.json, report.html and an eval/ line in metrics.jsonl."""
+    run = tmp_path / "run"
+    res = _run(TINY_RUN + [f"data.path={tiny_data}", "train.max_steps=2", "eval.arc_at_end=true", "eval.views=2",
+                           f"run.dir={run}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = run / "eval-test-step2"
+    scores = json.loads((out / "scores.json").read_text())
+    assert 0.0 <= scores["kaggle"]["pass@2"] <= 1.0 and scores["tasks"] > 0
+    assert (out / "submission.json").exists() and (out / "report.html").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["step"] == 2 and "eval/kaggle@2" in r for r in records), records[-1]
+    assert "ARC scores of step 2" in res.stdout
