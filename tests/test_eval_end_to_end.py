@@ -131,7 +131,8 @@ def test_cli_default_out_and_val_split(checkpoint):
     from train.evaluate import main
 
     assert main([f"checkpoint={checkpoint}", "split=val", "eval.views=2", "progress=false"]) == 0
-    scores = json.loads((checkpoint / "eval-val" / "scores.json").read_text())
+    out = checkpoint.parent / f"{checkpoint.name}-eval-val"  # beside the checkpoint, which a later save replaces
+    scores = json.loads((out / "scores.json").read_text())
     assert scores["max_views_per_test_input"] == 2 and scores["ks"] == [1, 2]
 
 

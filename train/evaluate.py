@@ -8,7 +8,7 @@ exist), ``submission.json`` (Kaggle format) and ``report.html`` (self-contained)
 
 Keys: ``checkpoint=DIR`` (ours; a run folder means its ``best``, else ``last``) or ``checkpoint=FILE
 hrm_config=all_config.yaml`` (an original HRM checkpoint, converted on the fly); ``split=test|val``;
-``out=DIR`` (default ``<checkpoint>/eval-<split>``); ``progress=true|false``; and config overrides on
+``out=DIR`` (default ``<checkpoint>-eval-<split>``, beside the checkpoint); ``progress=true|false``; and config overrides on
 top of the checkpoint's config: ``data.path=...``, ``eval.views=all|N``, ``eval.batch_size=N``,
 ``eval.ks=[1,2,10]``, ``device=auto|cpu|cuda``, ``model.ops=...``, ``model.forward_dtype=...``.
 Exit code 2 on bad input.
@@ -181,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(device_arg)
         model, config, ckpt = load_for_eval(own, device)
         config = apply_overrides(config, overrides)
-        out = Path(own.get("out") or (Path(f"{ckpt}-eval-{split}") if ckpt.is_file() else ckpt / f"eval-{split}"))
+        # Beside the checkpoint, not inside it: a later save of `best` replaces the checkpoint folder.
+        out = Path(own.get("out") or f"{ckpt}-eval-{split}")
         progress = own.get("progress", "true").lower() not in ("false", "0", "no", "off")
         scores = evaluate_checkpoint(model, config, split, out, facts={"checkpoint": str(ckpt)}, progress=progress)
     except (ConfigError, CheckpointError, EvalDataError, ValueError) as e:
