@@ -71,7 +71,8 @@ def _compiled(fn: Callable) -> Callable:
     return _COMPILED[fn]
 
 
-def _run(benchmark, label: str, op: Callable, inputs: list[torch.Tensor], mode: str, cost: Cost) -> None:
+def _run(benchmark, label: str, op: Callable, inputs: list[torch.Tensor], mode: str, cost: Cost,
+         provider: str) -> None:
     grad_out = None
 
     def call():
@@ -92,12 +93,13 @@ def _run(benchmark, label: str, op: Callable, inputs: list[torch.Tensor], mode: 
         benchmark.pedantic(call, warmup_rounds=2, rounds=20 if CUDA else 5, iterations=1)
     seconds = benchmark.stats.stats.median
     tflops, gbs = cost.flops / seconds / 1e12, cost.bytes / seconds / 1e9
-    info = {"device": DEVICE_NAME, "dtype": str(DTYPE), "flops_per_call": cost.flops, "bytes_per_call": cost.bytes,
-            "tflops": tflops, "gbs": gbs}  # fmt: skip
+    # impl / flops / pct_of_peak are the keys `python -m bench.report` reads.
+    info = {"device": DEVICE_NAME, "dtype": str(DTYPE), "impl": provider, "flops": cost.flops,
+            "bytes_per_call": cost.bytes, "tflops": tflops, "gbs": gbs}  # fmt: skip
     line = f"{label:<44} {seconds * 1e3:9.3f} ms  {tflops * 1e3:9.2f} GFLOP/s  {gbs:8.2f} GB/s"
     if PEAK:
-        info["pct_peak_flops"], info["pct_peak_bw"] = 100 * tflops / PEAK[0], 100 * gbs / PEAK[1]
-        line += f"  {info['pct_peak_flops']:5.1f}% peak FLOP/s  {info['pct_peak_bw']:5.1f}% peak BW"
+        info["pct_of_peak"], info["pct_peak_bw"] = 100 * tflops / PEAK[0], 100 * gbs / PEAK[1]
+        line += f"  {info['pct_of_peak']:5.1f}% peak FLOP/s  {info['pct_peak_bw']:5.1f}% peak BW"
     benchmark.extra_info.update(info)
     print("\n" + line)
 
@@ -131,7 +133,7 @@ def test_rope_attention(benchmark, shape, provider, mode):
     cos, sin = _rope_tables(seq, head_dim)
     benchmark.group = f"rope_attention {shape} {mode}"
     _run(benchmark, f"rope_attention {shape} {provider} {mode}", lambda q: op(q, cos, sin, heads), [qkv], mode,
-         _attention_cost(batch, heads, seq, head_dim, mode))  # fmt: skip
+         _attention_cost(batch, heads, seq, head_dim, mode), provider)  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -145,7 +147,7 @@ def test_swiglu(benchmark, shape, provider, mode):
     n, e = rows * inner, torch.finfo(DTYPE).bits // 8
     cost = Cost(6.0 * n, 3 * n * e) if mode == "fwd" else Cost(18.0 * n, 8 * n * e)
     benchmark.group = f"swiglu {shape} {mode}"
-    _run(benchmark, f"swiglu {shape} I{inner} {provider} {mode}", op, [gate_up], mode, cost)
+    _run(benchmark, f"swiglu {shape} I{inner} {provider} {mode}", op, [gate_up], mode, cost, provider)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -160,4 +162,4 @@ def test_add_rms_norm(benchmark, shape, provider, mode):
     cost = Cost(4.0 * n, 3 * n * e + 4 * rows) if mode == "fwd" else Cost(12.0 * n, 8 * n * e + 8 * rows)
     benchmark.group = f"add_rms_norm {shape} {mode}"
     _run(benchmark, f"add_rms_norm {shape} D{width} {provider} {mode}", lambda a, b: op(a, b, 1e-5), [x, delta],
-         mode, cost)  # fmt: skip
+         mode, cost, provider)  # fmt: skip
