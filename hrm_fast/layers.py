@@ -3,11 +3,18 @@
 Weights are fp32 "master" parameters cast to the activation dtype at every call (HRM's
 ``CastedLinear``); there are no biases (except where asked) and no norm gains. The hot math goes
 through :mod:`hrm_fast.ops`, which picks the reference PyTorch or a fused kernel.
+
+Fast paths (same values, less work): :func:`cast_weights_once` casts every master weight once for a
+whole segment instead of at each of the recurrence's dozens of calls, and ``rows=k`` on
+:class:`Block` / :class:`ReasoningModule` computes only the first k output positions of the last
+block (its keys and values still see every position), which is all the Q head needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -42,16 +49,27 @@ def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2
 
 
 class CastedLinear(nn.Module):
-    """y = x @ W^T (+ b) with W [out, in] fp32, truncated LeCun normal init, cast to x.dtype per call."""
+    """y = x @ W^T (+ b) with W [out, in] fp32, truncated LeCun normal init, cast to x.dtype per call.
+
+    Inside :func:`cast_weights_once` the cast copies made on entry are used instead (same values).
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(trunc_normal_init_(torch.empty(out_features, in_features), std=in_features**-0.5))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.cast_cache: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def weights_for(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) in ``dtype``: the once-per-segment copies when present, else a fresh cast."""
+        cached = self.cast_cache
+        if cached is not None and cached[0].dtype == dtype:
+            return cached
+        return self.weight.to(dtype), (self.bias.to(dtype) if self.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        weight, bias = self.weights_for(x.dtype)
+        return F.linear(x, weight, bias)
 
 
 class CastedEmbedding(nn.Module):
@@ -64,6 +82,28 @@ class CastedEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.weight.to(self.cast_to))
+
+
+@contextlib.contextmanager
+def cast_weights_once(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Within the block, every :class:`CastedLinear` under ``module`` uses one ``dtype`` copy of its weights.
+
+    The copies are made under the caller's grad mode, so with grad on their backward still reaches the
+    fp32 masters. A no-op when the weights already have ``dtype`` (``.to`` returns them unchanged) and
+    while ``torch.compile`` traces (Inductor de-duplicates the casts itself; module attribute writes
+    would only add guards).
+    """
+    linears = [m for m in module.modules() if isinstance(m, CastedLinear)]
+    if torch.compiler.is_compiling() or all(m.weight.dtype == dtype for m in linears):
+        yield
+        return
+    for m in linears:
+        m.cast_cache = (m.weight.to(dtype), m.bias.to(dtype) if m.bias is not None else None)
+    try:
+        yield
+    finally:
+        for m in linears:
+            m.cast_cache = None
 
 
 def rope_tables(head_dim: int, positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,9 +128,27 @@ class Attention(nn.Module):
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
         self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x [B, S, D] -> [B, S, D]; cos/sin [S, head_dim] fp32."""
-        return self.o_proj(ops.rope_attention(self.qkv_proj(x), cos, sin, self.num_heads))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """x [B, S, D] -> [B, S, D] (or [B, rows, D]: only the first ``rows`` queries); cos/sin [S, head_dim] fp32."""
+        if rows is None:
+            return self.o_proj(ops.rope_attention(self.qkv_proj(x), cos, sin, self.num_heads))
+        return self.o_proj(self._first_rows(x, cos, sin, rows))
+
+    def _first_rows(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rows: int) -> torch.Tensor:
+        """Attention output of the first ``rows`` positions only: q from those rows, k/v from all.
+
+        Same math as :func:`hrm_fast.ops.reference.rope_attention` restricted to some query rows.
+        """
+        weight, _ = self.qkv_proj.weights_for(x.dtype)
+        batch, seq, width = x.shape
+        heads, head_dim = self.num_heads, width // self.num_heads
+        q = F.linear(x[:, :rows], weight[:width]).view(batch, rows, heads, head_dim)
+        kv = F.linear(x, weight[width:]).view(batch, seq, 2 * heads, head_dim)
+        q = ops.reference.apply_rope(q, cos[:rows], sin[:rows])
+        k = ops.reference.apply_rope(kv[:, :, :heads], cos, sin)
+        v = kv[:, :, heads:]
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=False)
+        return out.transpose(1, 2).reshape(batch, rows, width)
 
 
 class SwiGLU(nn.Module):
@@ -115,9 +173,11 @@ class Block(nn.Module):
         self.eps = eps
         self.dropout = dropout
 
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """h [B, S, D] in the forward dtype -> same."""
-        attn = self.self_attn(h, cos, sin)
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """h [B, S, D] in the forward dtype -> same ([B, rows, D]: only the first ``rows`` positions)."""
+        attn = self.self_attn(h, cos, sin, rows)
+        if rows is not None:
+            h = h[:, :rows]
         if self.dropout:
             attn = F.dropout(attn, self.dropout, self.training)
         h = ops.add_rms_norm(h, attn, self.eps)
@@ -135,10 +195,20 @@ class ReasoningModule(nn.Module):
         self.layers = nn.ModuleList(blocks)
         self.grad_checkpoint = False
 
-    def forward(self, h: torch.Tensor, injection: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """h, injection [B, S, D] -> [B, S, D]. With ``grad_checkpoint`` (and grad on), blocks recompute in backward."""
+    def forward(
+        self, h: torch.Tensor, injection: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rows: int | None = None
+    ) -> torch.Tensor:
+        """h, injection [B, S, D] -> [B, S, D]. With ``grad_checkpoint`` (and grad on), blocks recompute in backward.
+
+        ``rows``: the last block computes only the first ``rows`` positions -> [B, rows, D].
+        """
         h = h + injection
         recompute = self.grad_checkpoint and torch.is_grad_enabled()
-        for block in self.layers:
-            h = checkpoint(block, h, cos, sin, use_reentrant=False) if recompute else block(h, cos, sin)
+        last = len(self.layers) - 1
+        for i, block in enumerate(self.layers):
+            block_rows = rows if i == last else None
+            if recompute:
+                h = checkpoint(block, h, cos, sin, block_rows, use_reentrant=False)
+            else:
+                h = block(h, cos, sin, block_rows)
         return h

@@ -8,10 +8,18 @@ Reads top to bottom like reference/hrm.md §1:
   ``act_reset`` (halted rows restart with fresh data), inner forward, ``act_halt`` (step
   counters and the halting decision), plus the bootstrap target-Q pass in training.
 No host syncs and no Python branches on tensor values in ``forward``.
+
+Fast paths (``HRM.fast_paths``, on by default; same semantics, less work; off = the plain reference
+path the benchmarks compare against): the no-grad cycles and the bootstrap pass run in
+``torch.inference_mode`` (no autograd bookkeeping; plain ``no_grad`` while ``torch.compile``
+traces), fp32 master weights are cast to the forward dtype once per segment instead of at every
+block call, and the bootstrap target-Q pass computes only what the Q head reads (no LM head, and
+its last block only at position 0).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -26,16 +34,26 @@ from hrm_fast.layers import (
     CastedEmbedding,
     CastedLinear,
     ReasoningModule,
+    cast_weights_once,
     identity_rope_tables,
     rope_tables,
     trunc_normal_init_,
 )
+from hrm_fast.profiling import nvtx_range
 
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
 
 
 def dtype_of(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def no_grad_region(fast: bool) -> contextlib.AbstractContextManager:
+    """``inference_mode`` for the fast eager path, ``no_grad`` for the reference path and under torch.compile
+    (a compiled graph has no per-op autograd bookkeeping anyway, and Dynamo traces ``no_grad`` without a break)."""
+    if fast and not torch.compiler.is_compiling():
+        return torch.inference_mode()
+    return torch.no_grad()
 
 
 # --------------------------------------------------------------------------- puzzle embedding
@@ -63,17 +81,25 @@ class PuzzleEmbedding(nn.Module):
             self.pending.append((self.local_ids.clone(), self.local_weights.grad.clone()))
             self.local_weights.grad = None
 
+    def prepare(self, batch_size: int) -> None:
+        """(Re)allocate ``local_weights`` / ``local_ids`` for ``batch_size`` rows unless they fit already.
+
+        Done by the training forward when needed; callers that compile or graph-capture the step call
+        it first, so that the traced forward never replaces module buffers.
+        """
+        local = self.local_weights
+        if local.shape[0] != batch_size or local.device != self.weights.device or not local.is_leaf:
+            self.local_weights = torch.zeros(
+                batch_size, self.weights.shape[1], device=self.weights.device, requires_grad=True
+            )
+            self.local_ids = torch.zeros(batch_size, dtype=torch.int32, device=self.weights.device)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [B] int -> [B, ndim] in ``cast_to``."""
         if not self.training:
             return self.weights[ids].to(self.cast_to)
         self.stash_grad()
-        local = self.local_weights
-        if local.shape[0] != ids.shape[0] or local.device != self.weights.device or not local.is_leaf:
-            self.local_weights = torch.zeros(
-                ids.shape[0], self.weights.shape[1], device=self.weights.device, requires_grad=True
-            )
-            self.local_ids = torch.zeros(ids.shape[0], dtype=torch.int32, device=self.weights.device)
+        self.prepare(ids.shape[0])
         with torch.no_grad():
             self.local_weights.copy_(self.weights[ids])
             self.local_ids.copy_(ids)
@@ -135,27 +161,39 @@ class HRMInner(nn.Module):
         return self.embed_scale * x
 
     def forward(
-        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, with_logits: bool = True
+        self,
+        z_H: torch.Tensor,
+        z_L: torch.Tensor,
+        x: torch.Tensor,
+        with_logits: bool = True,
+        q_only: bool = False,
+        fast: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One segment of the recurrence with the 1-step gradient.
 
         z_H, z_L: [B, T, D] carry (no grad); x: [B, T, D] input embedding. Returns new z_H, z_L
         (still attached to the graph of the last updates; callers detach), logits [B, seq_len, V]
         (None when ``with_logits`` is False) and q [B, 2] fp32 (halt, continue).
+        ``q_only``: only q is wanted (no logits; the returned z_H holds position 0 only, [B, 1, D]).
+        ``fast``: the no-grad cycles run in inference mode (see :func:`no_grad_region`).
         """
         cos, sin = self.cos, self.sin
         n_h, n_l = self.config.H_cycles, self.config.L_cycles
-        with torch.no_grad():
+        with no_grad_region(fast):
             for h_step in range(n_h):
                 for l_step in range(n_l):
                     if h_step < n_h - 1 or l_step < n_l - 1:
-                        z_L = self.L_level(z_L, z_H + x, cos, sin)
+                        with nvtx_range("inner/L"):
+                            z_L = self.L_level(z_L, z_H + x, cos, sin)
                 if h_step < n_h - 1:
-                    z_H = self.H_level(z_H, z_L, cos, sin)
+                    with nvtx_range("inner/H"):
+                        z_H = self.H_level(z_H, z_L, cos, sin)
         # 1-step gradient: only the last L and the last H update are differentiated.
-        z_L = self.L_level(z_L, z_H + x, cos, sin)
-        z_H = self.H_level(z_H, z_L, cos, sin)
-        logits = self.lm_head(z_H[:, self.prefix_len :]) if with_logits else None
+        with nvtx_range("inner/L"):
+            z_L = self.L_level(z_L, z_H + x, cos, sin)
+        with nvtx_range("inner/H"):
+            z_H = self.H_level(z_H, z_L, cos, sin, rows=1 if q_only else None)
+        logits = self.lm_head(z_H[:, self.prefix_len :]) if with_logits and not q_only else None
         q = self.q_head(z_H[:, 0]).to(torch.float32)
         return z_H, z_L, logits, q
 
@@ -193,7 +231,11 @@ class HRM(nn.Module):
 
     outputs: ``logits`` [B, seq_len, vocab] (forward dtype), ``q_halt_logits`` / ``q_continue_logits``
     [B] fp32, and in training with ``bootstrap_q`` (and halt_max_steps > 1) ``target_q_continue`` [B] fp32.
+    ``fast_paths`` (default True) switches the fast paths of the module docstring; False runs the plain
+    reference path (for benchmarks and equivalence tests).
     """
+
+    fast_paths: bool = True
 
     def __init__(self, config: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
         super().__init__()
@@ -241,18 +283,33 @@ class HRM(nn.Module):
         """One ACT segment. ``explore_draw`` [B] fp32 in [0, 1) and ``min_steps_draw`` [B] int32 in
         [2, halt_max_steps] may be given (e.g. drawn for the global batch so that any rank layout
         explores identically); otherwise they are drawn from torch's RNG on the carry's device."""
-        cfg = self.config
         data = carry.current_data
         batch = {k: batch[k].to(data[k].dtype) for k in BATCH_KEYS}
         # 1. halted rows restart: z <- init, steps <- 0, data <- the new batch's row
+        with nvtx_range("act_update"):
+            self._reset(carry, batch)
+        fast = self.fast_paths
+        casting = cast_weights_once(self.inner, self.inner.forward_dtype) if fast else contextlib.nullcontext()
+        with casting:
+            return self._segment(carry, explore_draw, min_steps_draw, fast)
+
+    def _reset(self, carry: Carry, batch: dict[str, torch.Tensor]) -> None:
+        data = carry.current_data
         ops.act_reset(
             carry.z_H, carry.z_L, carry.steps, data["inputs"], data["labels"], data["puzzle_identifiers"],
             carry.halted, self.inner.H_init, self.inner.L_init,
             batch["inputs"], batch["labels"], batch["puzzle_identifiers"],
         )  # fmt: skip
+
+    def _segment(
+        self, carry: Carry, explore_draw: torch.Tensor | None, min_steps_draw: torch.Tensor | None, fast: bool
+    ) -> tuple[Carry, dict[str, torch.Tensor]]:
+        """Steps 2-4 of :meth:`forward` (after the reset)."""
+        cfg = self.config
+        data = carry.current_data
         # 2. inner forward (1-step gradient)
         x = self.embed(data)
-        z_H, z_L, logits, q = self.inner(carry.z_H, carry.z_L, x)
+        z_H, z_L, logits, q = self.inner(carry.z_H, carry.z_L, x, fast=fast)
         with torch.no_grad():
             carry.z_H.copy_(z_H)
             carry.z_L.copy_(z_L)
@@ -274,16 +331,20 @@ class HRM(nn.Module):
             explore_draw = torch.ones(batch_size, device=device)
             min_steps_draw = torch.zeros(batch_size, dtype=torch.int32, device=device)
         q_halt, q_cont = q.detach().t().contiguous()
-        ops.act_halt(
-            carry.steps, carry.halted, q_halt, q_cont, explore_draw, min_steps_draw,
-            cfg.halt_max_steps, cfg.halt_exploration_prob, self.training,
-        )  # fmt: skip
+        with nvtx_range("act_update"):
+            ops.act_halt(
+                carry.steps, carry.halted, q_halt, q_cont, explore_draw, min_steps_draw,
+                cfg.halt_max_steps, cfg.halt_exploration_prob, self.training,
+            )  # fmt: skip
 
         # 4. bootstrap target for Q-continue: the next segment's Q values on the new carry, same data
         if explore and cfg.bootstrap_q:
-            with torch.no_grad():
-                _, _, _, next_q = self.inner(carry.z_H, carry.z_L, x.detach(), with_logits=False)
+            with nvtx_range("q_target"), no_grad_region(fast):
+                _, _, _, next_q = self.inner(carry.z_H, carry.z_L, x.detach(), with_logits=False, q_only=fast,
+                                             fast=fast)  # fmt: skip
                 is_last = carry.steps >= cfg.halt_max_steps
-                target = torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1]))
-                outputs["target_q_continue"] = torch.sigmoid(target)
+                target = torch.sigmoid(torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1])))
+            # an inference-mode tensor cannot be saved for the BCE backward: one [B] copy makes it a normal one
+            inference = fast and not torch.compiler.is_compiling()
+            outputs["target_q_continue"] = target.clone() if inference else target
         return carry, outputs

@@ -129,6 +129,11 @@ class Trainer:
         # Layout-independent exploration needs the model to take the draws; otherwise it draws from torch's RNG.
         self.model_takes_draws = "explore_draw" in inspect.signature(self.model.forward).parameters
         self.segment = torch.compile(self._segment, dynamic=False) if self.compile else self._segment
+        # compile=true on one rank: the whole step (ACT update, forward, loss, backward, optimizers) is one compiled
+        # program, captured in a CUDA graph on CUDA (hrm_fast/step.py). Built at the first step, i.e. after a resume
+        # has loaded the optimizer state it works on. Multi-rank runs keep the loop below with a compiled segment.
+        self.use_step_program = self.compile and self.dist.world_size == 1 and self.model_takes_draws
+        self.step_program = None
         self.num_params = sum(p.numel() for p in self.params)
 
     def _make_logger(self) -> NullLogger:
@@ -165,8 +170,35 @@ class Trainer:
         # HRM counts the step before scheduling: the first step runs at lr(1), not lr(0) = 0 in warmup
         self.current_lr = set_lr(self.optimizers, self.step + 1, self.total_steps, self.cfg.train)
 
+    def _program_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
+        """:meth:`train_step` as one compiled (CUDA-graph) program; same results as the eager loop."""
+        from hrm_fast.step import TrainStep
+
+        tc = self.cfg.train
+        if self.step_program is None:
+            self.step_program = TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
+                                          global_batch_size=tc.global_batch_size, grad_clip=tc.grad_clip, compile=True)
+        with nvtx_range("data"):
+            rank_batch = next(batch_iter)
+        explore, min_steps = self._global_draws()
+        inject = nan_injection_step()
+        self._set_lr()  # read by the program from the param groups
+        # the model already runs in model.forward_dtype; autocast's weight-cast cache must be off under CUDA graphs
+        amp = (torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False) if self.amp_dtype
+               else contextlib.nullcontext())
+        with nvtx_range("train_step"), amp:
+            out = self.step_program(rank_batch, explore, min_steps,
+                                    loss_mult=float("nan") if inject is not None and self.step + 1 == inject else 1.0)
+        self.tracker.update(out.loss_sum, out.grad_norm)
+        self._accumulate(out.metrics)
+        self.acc["grad_norm"] += out.grad_norm.detach().float()
+        self.acc["steps_logged"] += 1
+        self.step += 1
+
     def train_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
         """One optimizer step: every slot's carry advances one segment; no host sync."""
+        if self.use_step_program:
+            return self._program_step(batch_iter)
         tc = self.cfg.train
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)

@@ -8,8 +8,8 @@ exist), ``submission.json`` (Kaggle format) and ``report.html`` (self-contained)
 
 Keys: ``checkpoint=DIR`` (ours; a run folder means its ``best``, else ``last``) or ``checkpoint=FILE
 hrm_config=all_config.yaml`` (an original HRM checkpoint, converted on the fly); ``split=test|val``;
-``out=DIR`` (default ``<checkpoint>-eval-<split>``, beside the checkpoint); ``progress=true|false``; and config overrides on
-top of the checkpoint's config: ``data.path=...``, ``eval.views=all|N``, ``eval.batch_size=N``,
+``out=DIR`` (default ``<checkpoint>-eval-<split>``, beside the checkpoint); ``progress=true|false``;
+and config overrides on top of the checkpoint's config: ``data.path=...``, ``eval.views=all|N``, ``eval.batch_size=N``,
 ``eval.ks=[1,2,10]``, ``device=auto|cpu|cuda``, ``model.ops=...``, ``model.forward_dtype=...``.
 Exit code 2 on bad input.
 """
