@@ -23,6 +23,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTARC = ROOT.parent / "shared" / "data" / "ConceptARC"
 
+# seed-4090 cut down to run in seconds on a CPU (the preset's own size is checked by test_model/test_flops).
+SEED_ON_CPU = (
+    "device=cpu", "data.path=data/small", "model.H_layers=1", "model.L_layers=1", "model.H_cycles=1",
+    "model.L_cycles=1", "model.halt_max_steps=2", "train.global_batch_size=2", "train.grad_accum=1",
+    "model.dropout=0.0", "model.forward_dtype=float32", "train.max_steps=1", "run.dir=runs/seed",
+)
 EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
@@ -34,11 +40,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.info preset=seed-4090": ("run",),
     "python -m hrm_fast.data.build --source arc-agi-1 --source ../ConceptARC/corpus --eval-source arc-agi-1 "
     "--num-aug 1000 --seed 42 --val-fraction 0.1 --out data/arc-aug-1000": ("run", "--subset", "3", "--num-aug", "2"),
-    "python -m train.run preset=seed-4090": (
-        "run", "device=cpu", "data.path=data/small", "model.H_layers=1", "model.L_layers=1", "model.H_cycles=1",
-        "model.L_cycles=1", "model.halt_max_steps=2", "train.global_batch_size=2", "train.grad_accum=1",
-        "train.max_steps=1", "run.dir=runs/seed", "model.dropout=0.0", "model.forward_dtype=float32",
-    ),
+    "python -m train.run preset=seed-4090": ("run", *SEED_ON_CPU),
     "python -m train.evaluate checkpoint=runs/<run>/best": ("test", EVAL_CLI),
     "python -m hrm_fast.data.build --source arc-agi-1 --eval-source arc-agi-1 --max-grid-size 10 --num-aug 8 "
     "--out data/small": ("run",),
@@ -50,6 +52,14 @@ COVERAGE: dict[str, tuple[str, ...]] = {
         "test", EVAL_CLI),
     "python -m hrm_fast.eval.score submission.json --solutions arc-agi-1": ("run",),
     "pytest bench/ --benchmark-only": ("ci", "pytest bench/ --benchmark-only"),
+    "python -m bench.test_train_step --rounds 7": ("run", "--preset", "cpu-tiny", "--rounds", "1"),
+    # nsys is GPU-only: the test runs the profiled command itself (profile.steps works without CUDA),
+    # with the seed-4090 model cut down to CPU size.
+    "nsys profile --capture-range=cudaProfilerApi --capture-range-end=stop --trace=cuda,nvtx,cublas,cudnn "
+    "--output hrm_steps python -m train.run preset=seed-4090 profile.steps=5 train.max_steps=20": (
+        "nsys", *SEED_ON_CPU[:-2], "train.max_steps=9", "run.dir=runs/nsys"),
+    "python -m train.run preset=cpu-tiny profile.steps=3 profile.torch=true train.max_steps=10": ("run",
+                                                                                                  "run.dir=runs/prof"),
     "python -m bench.report": ("ci", "python -m bench.report"),
 }
 
@@ -90,10 +100,14 @@ def test_named_tests_exist():
 
 def _run(command: str, extra: tuple[str, ...], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     argv = shlex.split(command) + list(extra)
+    if argv[0] == "nsys":  # run what nsys would profile
+        argv = argv[argv.index("python"):]
     if argv[0] == "python":
         argv[0] = sys.executable
     elif argv[0] == "torchrun":
         argv = [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
+    if len(argv) > 2 and argv[2].startswith("bench."):
+        cwd = ROOT  # bench/ is not installed: its commands run from the repository root, as the README says
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("TRITON_INTERPRET", None)
     result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -120,7 +134,8 @@ def test_info_command(scratch):
 @pytest.mark.slow
 def test_data_and_training_commands_in_readme_order(scratch):
     cmds = readme_commands()
-    order = [c for c in cmds if COVERAGE[c][0] == "run" and "eval.score" not in c and "hrm_fast.info" not in c]
+    order = [c for c in cmds
+             if COVERAGE[c][0] in ("run", "nsys") and "eval.score" not in c and "hrm_fast.info" not in c]
     order.sort(key=lambda c: "--out data/small" not in c)  # later commands train on data/small
     for command in order:
         if "ConceptARC" in command and not CONCEPTARC.exists():
@@ -132,6 +147,7 @@ def test_data_and_training_commands_in_readme_order(scratch):
     assert max(r["step"] for r in records) == 9  # resumed from 6 and went on
     assert (scratch / "runs/ddp/last/model.safetensors").exists()
     assert (scratch / "runs/seed/last/model.safetensors").exists()
+    assert (scratch / "runs/prof/profile/trace.json").exists() and (scratch / "runs/nsys/last").exists()
 
 
 def test_score_command_on_an_oracle_submission(scratch):
