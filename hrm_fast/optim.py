@@ -21,6 +21,35 @@ from hrm_fast.config import TrainConfig
 from hrm_fast.model import HRM, PuzzleEmbedding
 
 
+def adam_atan2_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    lr: float | torch.Tensor,
+    betas: tuple[float, float],
+    weight_decay: float,
+) -> None:
+    """One AdamATan2 update of a parameter group, in place (the formula in :class:`AdamATan2`).
+
+    ``lr`` may be a 0-d tensor (the compiled step keeps it in a static buffer). ``steps`` are fp32
+    0-d tensors, one per parameter, incremented here.
+    """
+    beta1, beta2 = betas
+    torch._foreach_add_(steps, 1.0)
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    for p, m, denom, t in zip(params, exp_avgs, denoms, steps):
+        bias1 = 1 - beta1**t
+        bias2_sqrt = (1 - beta2**t).sqrt()
+        p.sub_(torch.atan2(m, denom.div_(bias2_sqrt)) * (lr / bias1))
+
+
 class AdamATan2(Optimizer):
     """Adam-atan2 (Everett et al. 2024) with decoupled weight decay, in plain PyTorch (foreach ops).
 
@@ -65,19 +94,8 @@ class AdamATan2(Optimizer):
                 steps.append(state["step"])
             if not params:
                 continue
-            lr, wd = group["lr"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1.0)
-            if wd != 0:
-                torch._foreach_mul_(params, 1 - lr * wd)
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-            denoms = torch._foreach_sqrt(exp_avg_sqs)
-            for p, m, denom, t in zip(params, exp_avgs, denoms, steps):
-                bias1 = 1 - beta1**t
-                bias2_sqrt = (1 - beta2**t).sqrt()
-                p.sub_(torch.atan2(m, denom.div_(bias2_sqrt)) * (lr / bias1))
+            adam_atan2_update(params, grads, steps, exp_avgs, exp_avg_sqs, group["lr"], group["betas"],
+                              group["weight_decay"])
         return loss
 
 

@@ -40,7 +40,7 @@ from torch.optim import Optimizer
 
 from hrm_fast.losses import act_loss
 from hrm_fast.model import BATCH_KEYS, HRM, Carry, no_grad_region
-from hrm_fast.optim import AdamATan2, SparseSignSGD
+from hrm_fast.optim import AdamATan2, SparseSignSGD, adam_atan2_update
 
 
 def _trace_autograd() -> contextlib.AbstractContextManager:
@@ -66,26 +66,6 @@ class StepOutputs:
 
 
 # --------------------------------------------------------------------------- optimizer updates
-def _adam_atan2_update(params, grads, steps, m, v, lr, betas, wd) -> None:  # noqa: ANN001
-    """AdamATan2.step with a tensor lr (same formulas as :class:`hrm_fast.optim.AdamATan2`)."""
-    beta1, beta2 = betas
-    torch._foreach_add_(steps, 1.0)
-    if wd != 0:
-        torch._foreach_mul_(params, 1 - lr * wd)
-    torch._foreach_lerp_(m, grads, 1 - beta1)
-    torch._foreach_mul_(v, beta2)
-    torch._foreach_addcmul_(v, grads, grads, 1 - beta2)
-    t = steps[0]  # every parameter of a group has the same step count
-    scale = lr / (1 - beta1**t)
-    denom_scale = 1 / (1 - beta2**t).sqrt()
-    denoms = torch._foreach_sqrt(v)
-    torch._foreach_mul_(denoms, denom_scale)
-    updates = [torch.atan2(mi, di) for mi, di in zip(m, denoms)]
-    del denoms
-    torch._foreach_mul_(updates, scale)
-    torch._foreach_sub_(params, updates)
-
-
 def _adamw_update(params, grads, steps, m, v, lr, betas, wd, eps) -> None:  # noqa: ANN001
     """torch.optim.AdamW (amsgrad off, maximize off) with a tensor lr."""
     beta1, beta2 = betas
@@ -284,7 +264,7 @@ class TrainStep:
                 continue
             group_grads = [grads[i] for i in idx]
             if kind == "atan2":
-                _adam_atan2_update(params, group_grads, steps, m, v, lr, betas, wd)
+                adam_atan2_update(params, group_grads, steps, m, v, lr, betas, wd)
             else:
                 _adamw_update(params, group_grads, steps, m, v, lr, betas, wd, eps)
 
