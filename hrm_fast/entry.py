@@ -18,7 +18,7 @@ def default_preset(argv: list[str]) -> tuple[str | None, str]:
         return None, "preset given on the command line"
     if torch.cuda.is_available():
         return "seed-4090", f"CUDA device found ({torch.cuda.get_device_name(0)}): the single-GPU seed plan"
-    return "cpu-tiny", "no CUDA device: the small CPU preset (a tiny model on 10x10 ARC grids, ~10 min on 2 cores)"
+    return "cpu-tiny", "no CUDA device: the small CPU preset (a tiny model on 10x10 ARC grids, about 5 min on 2 cores)"
 
 
 def main(argv: list[str]) -> int:
