@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torchrun_launch import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTARC = ROOT.parent / "shared" / "data" / "ConceptARC"
@@ -47,7 +48,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.data.show data/small --puzzle 007bbfb7 --html puzzle.html": ("run",),
     "python -m train.run preset=cpu-tiny run.dir=runs/demo train.max_steps=6 eval.every=3 checkpoint.every=3": ("run",),
     "python -m train.run preset=cpu-tiny run.dir=runs/demo train.max_steps=9 run.resume=auto": ("run",),
-    "torchrun --nproc-per-node 2 -m train.run preset=cpu-tiny run.dir=runs/ddp train.max_steps=4": ("run",),
+    ("torchrun --standalone --nproc-per-node 2 -m train.run preset=cpu-tiny run.dir=runs/ddp "
+     "train.max_steps=4"): ("run",),
     "python -m train.evaluate checkpoint=runs/<run>/best [eval.views=all|N] [eval.batch_size=N] [out=DIR]": (
         "test", EVAL_CLI),
     "python -m hrm_fast.eval.score submission.json --solutions arc-agi-1": ("run",),
@@ -110,7 +112,11 @@ def _run(command: str, extra: tuple[str, ...], cwd: Path, timeout: int = 600) ->
         cwd = ROOT  # bench/ is not installed: its commands run from the repository root, as the README says
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("TRITON_INTERPRET", None)
-    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if command.startswith("torchrun"):
+        run_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("run.dir="))
+        result = launch(argv, cwd=cwd, env=env, timeout=timeout, restore=[cwd / run_dir])
+    else:
+        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
 

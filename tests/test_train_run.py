@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torchrun_launch import failure_report, torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = [
@@ -172,16 +172,12 @@ def test_torchrun_two_gloo_ranks_match_one_process(tiny_data, tmp_path, explore)
     if explore != "0.0" and not _model_takes_draws():
         pytest.skip("HRM.forward draws exploration itself (per-rank RNG); layout-independent draws need "
                     "explore_draw/min_steps_draw arguments")
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
     args = TINY_RUN + [f"data.path={tiny_data}", "train.max_steps=6", "checkpoint.every=1000",
                        f"model.halt_exploration_prob={explore}", "model.halt_max_steps=3"]
     two_run, two_w = tmp_path / "two", tmp_path / "two_w"
-    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
-                          "-m", "train.run", *args, f"run.dir={two_run}"], cwd=ROOT,
-                         env=_env(HRM_FAST_TEST_DUMP_WEIGHTS=str(two_w)), capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = torchrun(2, ["-m", "train.run", *args, f"run.dir={two_run}"], cwd=ROOT,
+                   env=_env(HRM_FAST_TEST_DUMP_WEIGHTS=str(two_w)), restore=[two_run, two_w])
+    assert res.returncode == 0, failure_report(res)
     assert "2 rank(s), micro-batch 4" in res.stdout
     one_run, one_w = tmp_path / "one", tmp_path / "one_w"
     res = _run(args + [f"run.dir={one_run}"], HRM_FAST_TEST_DUMP_WEIGHTS=str(one_w))
@@ -298,22 +294,21 @@ def test_compiled_segment_matches_eager(tiny_data, reference_run, tmp_path):
 def test_torchrun_kill_9_then_resume_continues_exactly(tiny_data, tmp_path):
     """Two gloo ranks: rank 0 is SIGKILLed in its 2nd save (torchrun then stops rank 1); resume=auto from the
     step-3 checkpoint gives the uninterrupted two-rank run's losses and weights (each rank's RNG and carry slice)."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
     args = TINY_RUN + [f"data.path={tiny_data}", "train.max_steps=8", "checkpoint.every=3",
                        "model.halt_exploration_prob=0.5"]
 
-    def launch(run: Path, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(29600 + os.getpid() % 1000),
-                               "-m", "train.run", *args, f"run.dir={run}", *env.pop("extra", "").split()],
-                              cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=300)
+    def launch(run: Path, weights: Path | None, *extra: str, killed: bool = False) -> subprocess.CompletedProcess:
+        env = _env(HRM_FAST_TEST_KILL_IN_SAVE="2") if killed else _env(HRM_FAST_TEST_DUMP_WEIGHTS=str(weights))
+        return torchrun(2, ["-m", "train.run", *args, f"run.dir={run}", *extra], cwd=ROOT, env=env,
+                        restore=[run] + ([weights] if weights else []), retry_on_abort=not killed)
 
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert launch(full, HRM_FAST_TEST_DUMP_WEIGHTS=str(tmp_path / "w_full")).returncode == 0
-    assert launch(cut, HRM_FAST_TEST_KILL_IN_SAVE="2").returncode != 0
-    res = launch(cut, HRM_FAST_TEST_DUMP_WEIGHTS=str(tmp_path / "w_cut"), extra="run.resume=auto")
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = launch(full, tmp_path / "w_full")
+    assert res.returncode == 0, failure_report(res)
+    res = launch(cut, None, killed=True)
+    assert res.returncode != 0 and "SIGKILL" in res.stderr, failure_report(res)
+    res = launch(cut, tmp_path / "w_cut", "run.resume=auto")
+    assert res.returncode == 0, failure_report(res)
     assert "at step 3" in res.stdout
     assert _losses(cut) == _losses(full)
     for rank in (0, 1):

@@ -1,0 +1,41 @@
+"""The test helper that retries a torchrun launch once after a worker's SIGABRT restores folders first."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from torchrun_launch import launch
+
+# Appends a line to out/log; the first call (no marker file yet) fails like torchrun after a worker's SIGABRT.
+SCRIPT = """
+import pathlib, sys
+out = pathlib.Path(sys.argv[1]); out.mkdir(exist_ok=True)
+(out / "log").open("a").write("attempt\\n")
+marker = pathlib.Path(sys.argv[2])
+if not marker.exists():
+    marker.write_text("")
+    print("traceback : Signal 6 (SIGABRT) received by PID 1", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_abort_is_retried_once_from_the_restored_folder(tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "marker"
+    out.mkdir()
+    (out / "log").write_text("before\n")
+    with pytest.warns(UserWarning, match="SIGABRT"):
+        res = launch([sys.executable, "-c", SCRIPT, str(out), str(marker)], cwd=tmp_path, env=dict(os.environ),
+                     restore=[out])
+    assert res.returncode == 0
+    assert (out / "log").read_text() == "before\nattempt\n"  # the failed attempt's line was rolled back
+
+
+def test_other_failures_and_disabled_retry_are_returned_as_they_are(tmp_path):
+    marker = tmp_path / "marker"
+    res = launch([sys.executable, "-c", SCRIPT, str(tmp_path / "out"), str(marker)], cwd=tmp_path,
+                 env=dict(os.environ), retry_on_abort=False)
+    assert res.returncode == 1 and "SIGABRT" in res.stderr
+    res = launch([sys.executable, "-c", "import sys; sys.exit(3)"], cwd=tmp_path, env=dict(os.environ))
+    assert res.returncode == 3
