@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -71,9 +70,8 @@ def test_sparse_signsgd_with_accumulated_micro_batches():
     torch.testing.assert_close(emb.weights, want)
 
 
-def _dist_worker(rank: int, world: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _dist_worker(rank: int, world: int, store: str, queue) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         emb = PuzzleEmbedding(5, 2, torch.float32).train()
         ids = torch.tensor([[1, 2], [2, 3]][rank], dtype=torch.int32)
@@ -85,11 +83,11 @@ def _dist_worker(rank: int, world: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
-def test_sparse_signsgd_gathers_across_ranks():
+def test_sparse_signsgd_gathers_across_ranks(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = 29500 + os.getpid() % 1000
-    procs = [ctx.Process(target=_dist_worker, args=(r, 2, port, queue)) for r in range(2)]
+    store = tmp_path / "store"  # a file store: no TCP port to collide with other jobs
+    procs = [ctx.Process(target=_dist_worker, args=(r, 2, str(store), queue)) for r in range(2)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=120) for _ in procs)
