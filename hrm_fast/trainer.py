@@ -358,27 +358,27 @@ class Trainer:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
 
     def arc_evaluate(self) -> None:
-        """ARC scoring of the final weights on the test split (rank 0; the others wait).
+        """ARC scoring of the final weights on the test split, the views split over all ranks.
 
-        Writes ``scores.json``, ``submission.json`` and ``report.html`` into ``<run>/eval-test-step<N>`` and
-        logs the scores (``eval/<scoring>@<k>``) to metrics.jsonl and TensorBoard.
+        Rank 0 writes ``scores.json``, ``submission.json`` and ``report.html`` into ``<run>/eval-test-step<N>``
+        and logs the scores (``eval/<scoring>@<k>``) to metrics.jsonl and TensorBoard.
         """
+        from hrm_fast.eval.pipeline import evaluate_checkpoint
+        from hrm_fast.eval.results import flat_metrics
+
         test_dir = Path(self.cfg.data.path) / "test"
         if not test_dir.is_dir():
             self._say(f"eval.arc_at_end: {test_dir} does not exist (no --eval-source); skipped")
             return
+        out = self.run_dir / f"eval-test-step{self.step}"
+        with nvtx_range("eval"):
+            scores = evaluate_checkpoint(self.model, self.cfg, "test", out, device=self.device, step=self.step,
+                                         dist=self.dist, progress=self.dist.is_main)
         if self.dist.is_main:
-            from hrm_fast.eval.results import flat_metrics
-            from train.evaluate import evaluate_checkpoint
-
-            out = self.run_dir / f"eval-test-step{self.step}"
-            with nvtx_range("eval"):
-                scores = evaluate_checkpoint(self.model, self.cfg, "test", out, device=self.device, step=self.step)
             self.logger.log(self.step, flat_metrics(scores))
             self._say(f"ARC scores of step {self.step} (pass@2: kaggle {scores['kaggle']['pass@2']:.4f}, "
                       f"arc_prize {scores['arc_prize']['pass@2']:.4f}, all_or_nothing "
                       f"{scores['all_or_nothing']['pass@2']:.4f}); report: {out / 'report.html'}")
-        D.barrier(self.dist)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> int:

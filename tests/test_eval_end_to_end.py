@@ -156,6 +156,18 @@ def test_cli_bad_input_exit_2(checkpoint, args, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("device, needle", [("cuda", "no CUDA device"), ("tpu", "device must be auto, cpu or cuda")])
+def test_cli_unavailable_device_exit_2(checkpoint, tmp_path, monkeypatch, capsys, device, needle):
+    from train.evaluate import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "eval"
+    assert main([f"checkpoint={checkpoint}", f"device={device}", f"out={out}", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and device in err
+    assert not out.exists()
+
+
 def test_cli_refuses_dataset_of_another_canvas(checkpoint, tmp_path, capsys):
     from hrm_fast.data.build import build_dataset
     from train.evaluate import main
@@ -169,7 +181,7 @@ def test_cli_refuses_dataset_of_another_canvas(checkpoint, tmp_path, capsys):
 
 def test_evaluate_checkpoint_appends_metrics_line(checkpoint, tmp_path):
     from hrm_fast.checkpoint import load_checkpoint
-    from train.evaluate import evaluate_checkpoint
+    from hrm_fast.eval.pipeline import evaluate_checkpoint
 
     model, config = load_checkpoint(checkpoint)
     model.train()

