@@ -170,6 +170,8 @@ class Config(_Section):
     preset: str = "custom"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool | None = Field(None, description="None = true on CUDA")
+    cuda_graph: bool | None = Field(
+        None, description="capture the compiled training step in a CUDA graph (one CUDA device); None = true on CUDA")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -303,7 +303,7 @@ class TrainStep:
         return self._out
 
     # ------------------------------------------------------------------ CUDA graph capture
-    def _state_tensors(self) -> list[torch.Tensor]:
+    def state_tensors(self) -> list[torch.Tensor]:
         """Every tensor a step mutates: weights, buffers, optimizer state, carries, puzzle stash."""
         out = [p.data for p in self.model.parameters()] + list(self.model.buffers())
         for opt in self.optimizers:
@@ -315,7 +315,7 @@ class TrainStep:
 
     def _capture(self) -> None:
         """Warm up (compile, allocator, cuBLAS) on a side stream, undo the warm-up's effects, capture."""
-        tensors = self._state_tensors()
+        tensors = self.state_tensors()
         with torch.no_grad():
             saved = [t.clone() for t in tensors]
         rng = torch.cuda.get_rng_state(self.device)

@@ -57,6 +57,9 @@ class Trainer:
             raise ConfigError(f"eval.batch_size={config.eval.batch_size} is not divisible by {dist.world_size} ranks")
         self.micro_batch = tc.global_batch_size // slots
         self.compile = config.compile if config.compile is not None else self.device.type == "cuda"
+        if config.cuda_graph and not (self.compile and self.device.type == "cuda" and dist.world_size == 1):
+            raise ConfigError("cuda_graph=true needs compile=true on one CUDA device (one rank); this run has "
+                              f"device {self.device}, compile={self.compile}, {dist.world_size} rank(s)")
         self.amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
             config.model.forward_dtype] if self.device.type == "cuda" else None
 
@@ -170,18 +173,60 @@ class Trainer:
         # HRM counts the step before scheduling: the first step runs at lr(1), not lr(0) = 0 in warmup
         self.current_lr = set_lr(self.optimizers, self.step + 1, self.total_steps, self.cfg.train)
 
-    def _program_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
-        """:meth:`train_step` as one compiled (CUDA-graph) program; same results as the eager loop."""
-        from hrm_fast.step import TrainStep
-
-        tc = self.cfg.train
-        if self.step_program is None:
-            self.step_program = TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
-                                          global_batch_size=tc.global_batch_size, grad_clip=tc.grad_clip, compile=True)
+    def train_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
+        """One optimizer step: every slot's carry advances one segment; no host sync."""
         with nvtx_range("data"):
             rank_batch = next(batch_iter)
         explore, min_steps = self._global_draws()
         inject = nan_injection_step()
+        if self.use_step_program:
+            if self.step_program is not None:
+                return self._program_step(rank_batch, explore, min_steps, inject)
+            if self._first_program_step(rank_batch, explore, min_steps, inject):
+                return None
+        return self._loop_step(rank_batch, explore, min_steps, inject)
+
+    def _first_program_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor,
+                            min_steps: torch.Tensor, inject: int | None) -> bool:
+        """Build the compiled step program and run its first step (compilation, CUDA-graph capture).
+
+        If that fails, the step's effects are undone (weights, optimizer state, carries, RNG), the failure is
+        reported, and the run continues on the per-segment loop, which computes the same step (False returned).
+        """
+        from hrm_fast.step import TrainStep
+
+        tc = self.cfg.train
+        program = TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
+                            global_batch_size=tc.global_batch_size, grad_clip=tc.grad_clip, compile=True,
+                            cuda_graph=self.cfg.cuda_graph if self.device.type == "cuda" else False)
+        with torch.no_grad():
+            saved = [t.clone() for t in program.state_tensors()]
+        rng, step = TS.rng_state(self.device), self.step
+        self.step_program = program
+        try:
+            self._program_step(rank_batch, explore, min_steps, inject)
+            if os.environ.get("HRM_FAST_TEST_FAIL_FIRST_PROGRAM_STEP") == "1":
+                raise RuntimeError("test hook HRM_FAST_TEST_FAIL_FIRST_PROGRAM_STEP")
+            return True
+        except Exception as err:  # noqa: BLE001 -- any failure of the compiled path falls back to the loop
+            with torch.no_grad():
+                for t, s in zip(program.state_tensors(), saved):
+                    t.copy_(s)
+            del saved
+            TS.set_rng_state(rng, self.device)
+            self.step_program, self.use_step_program, self.step = None, False, step
+            self.tracker = NonFiniteTracker(self.device, step)
+            self._reset_accumulators()
+            lines = str(err).strip().splitlines()
+            self._say(f"warning: the compiled training step failed at its first call ({type(err).__name__}: "
+                      f"{lines[0][:300] if lines else ''}). Its effects were undone; this run continues with the "
+                      "per-segment loop, which computes the same step more slowly. Choose a path with "
+                      "cuda_graph=false or compile=false, and please report the error.")
+            return False
+
+    def _program_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor, min_steps: torch.Tensor,
+                      inject: int | None) -> None:
+        """:meth:`train_step` as one compiled (CUDA-graph) program; same results as the loop."""
         self._set_lr()  # read by the program from the param groups
         # the model already runs in model.forward_dtype; autocast's weight-cast cache must be off under CUDA graphs
         amp = (torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False) if self.amp_dtype
@@ -195,17 +240,13 @@ class Trainer:
         self.acc["steps_logged"] += 1
         self.step += 1
 
-    def train_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
-        """One optimizer step: every slot's carry advances one segment; no host sync."""
-        if self.use_step_program:
-            return self._program_step(batch_iter)
+    def _loop_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor, min_steps: torch.Tensor,
+                   inject: int | None) -> None:
+        """The step as a loop over micro-batch slots (compiled segment when ``compile``), then all-reduce and
+        the optimizers: the multi-rank path, and the fallback of the step program."""
         tc = self.cfg.train
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        with nvtx_range("data"):
-            rank_batch = next(batch_iter)
-        explore, min_steps = self._global_draws()
-        inject = nan_injection_step()
         loss_total = torch.zeros((), device=self.device, dtype=torch.float32)
         for micro in range(tc.grad_accum):
             rows = self._slot_rows(micro)

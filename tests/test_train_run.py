@@ -291,6 +291,27 @@ def test_compiled_segment_matches_eager(tiny_data, reference_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_failed_step_program_is_undone_and_the_loop_continues(tiny_data, reference_run, tmp_path):
+    """compile=true whose whole-step program fails after its first step ran (test hook): that step is undone
+    (weights, optimizer state, carries, RNG) and recomputed by the per-segment loop; the run matches eager."""
+    run = tmp_path / "run"
+    res = _run(TINY_RUN + [f"data.path={tiny_data}", f"train.max_steps={STEPS}", "checkpoint.every=1000",
+                           "compile=true", f"run.dir={run}"], timeout=600, HRM_FAST_TEST_FAIL_FIRST_PROGRAM_STEP="1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "compiled training step failed at its first call (RuntimeError: test hook" in res.stdout
+    got, want = _losses(run), _losses(reference_run[0])
+    assert sorted(got) == sorted(want)
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graph_without_cuda_fails_at_start(tiny_data, tmp_path):
+    run = tmp_path / "r"
+    res = _run(TINY_RUN + [f"data.path={tiny_data}", "train.max_steps=2", "cuda_graph=true", f"run.dir={run}"])
+    assert res.returncode == 2 and "cuda_graph=true needs compile=true on one CUDA device" in res.stderr
+    assert not run.exists()
+
+
+@pytest.mark.slow
 def test_torchrun_kill_9_then_resume_continues_exactly(tiny_data, tmp_path):
     """Two gloo ranks: rank 0 is SIGKILLed in its 2nd save (torchrun then stops rank 1); resume=auto from the
     step-3 checkpoint gives the uninterrupted two-rank run's losses and weights (each rank's RNG and carry slice)."""
