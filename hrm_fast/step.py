@@ -31,6 +31,7 @@ device-side tracker). NVTX ranges belong around calls of these objects, never in
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -404,9 +405,70 @@ class EvalStep:
         return out
 
 
+class EvalRunner:
+    """Whole eval episodes (all ``halt_max_steps`` segments) of fixed-size batches, the way validation and
+    ``train.evaluate`` run them: an :class:`EvalStep` (compiled; CUDA graph on CUDA) when ``compile``, else
+    the eager loop (a fresh carry per batch). Build one per model and batch size and reuse it: each new
+    EvalStep compiles again.
+
+    If the EvalStep fails at its first batch (compilation or capture), a warning names the error and the
+    runner continues with the eager loop, which computes the same episode. ``amp_dtype``: autocast dtype
+    on CUDA (None = the model's own dtype).
+    """
+
+    def __init__(self, model: HRM, batch_size: int, device: torch.device | str, *, compile: bool,
+                 cuda_graph: bool | None = None, loss_type: str | None = None,
+                 amp_dtype: torch.dtype | None = None) -> None:
+        self.model, self.batch_size, self.device = model, batch_size, torch.device(device)
+        self.compile, self.cuda_graph = compile, cuda_graph
+        self.loss_type = loss_type or model.config.loss_type
+        self.amp_dtype = amp_dtype
+        self._step: EvalStep | None = None
+        self._proven = False  # the EvalStep has completed one batch
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        # no weight-cast cache: it would hold tensors from before a CUDA-graph capture
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
+
+    def __call__(self, batch: dict[str, torch.Tensor], metrics: bool = True
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(last segment's outputs, metric sums of :func:`act_loss` or {} without ``metrics``) for ``batch``
+        ([batch_size] rows on the device). Under CUDA graphs both are static buffers: read them before the next
+        call."""
+        if self.compile:
+            try:
+                if self._step is None:
+                    self._step = EvalStep(self.model, self.batch_size, self.device, compile=True,
+                                          cuda_graph=self.cuda_graph, loss_type=self.loss_type)
+                with self._autocast():
+                    out = self._step.run(batch)
+                if not self._proven and os.environ.get("HRM_FAST_TEST_FAIL_EVAL_STEP") == "1":
+                    raise RuntimeError("test hook HRM_FAST_TEST_FAIL_EVAL_STEP")
+                self._proven = True
+                return out
+            except Exception as err:  # noqa: BLE001 -- any failure of the compiled path falls back to eager
+                if self._proven:
+                    raise
+                lines = str(err).strip().splitlines()
+                warnings.warn(f"the compiled eval step failed at its first batch ({type(err).__name__}: "
+                              f"{lines[0][:300] if lines else ''}); evaluating with the eager loop (same results, "
+                              "slower). Set compile=false to choose it; please report the error.",
+                              RuntimeWarning, stacklevel=2)
+                self.compile, self._step = False, None
+        carry = self.model.initial_carry(self.batch_size, self.device)
+        with no_grad_region(True):
+            for _ in range(self.model.config.halt_max_steps):
+                with self._autocast():
+                    carry, outputs = self.model(carry, batch)
+            sums = act_loss(carry, outputs, self.loss_type)[1] if metrics else {}
+        return outputs, sums
+
+
 def segment_tokens(model: HRM, rows: int) -> int:
     """Tokens processed by one segment of ``rows`` rows (grid + puzzle prefix), for throughput numbers."""
     return rows * model.inner.total_len
 
 
-__all__ = ["EvalStep", "StepOutputs", "TrainStep", "cuda_graphs_default", "segment_tokens"]
+__all__ = ["EvalRunner", "EvalStep", "StepOutputs", "TrainStep", "cuda_graphs_default", "segment_tokens"]

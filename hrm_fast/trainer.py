@@ -137,6 +137,7 @@ class Trainer:
         # has loaded the optimizer state it works on. Multi-rank runs keep the loop below with a compiled segment.
         self.use_step_program = self.compile and self.dist.world_size == 1 and self.model_takes_draws
         self.step_program = None
+        self.eval_runner = None
         self.num_params = sum(p.numel() for p in self.params)
 
     def _make_logger(self) -> NullLogger:
@@ -327,10 +328,15 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (exact accuracy, token accuracy, steps, q-halt accuracy) on the val split."""
+        from hrm_fast.step import EvalRunner
         from hrm_fast.validate import evaluate_split
 
+        if self.eval_runner is None:  # one runner for the whole run: a compiled one compiles (and captures) once
+            self.eval_runner = EvalRunner(self.model, self.cfg.eval.batch_size // self.dist.world_size, self.device,
+                                          compile=self.compile, cuda_graph=self.cfg.cuda_graph,
+                                          loss_type=self.cfg.model.loss_type, amp_dtype=self.amp_dtype)
         with nvtx_range("eval"):
-            return evaluate_split(self.model, self.cfg, self.dist, self.val_split, self._autocast,
+            return evaluate_split(self.model, self.cfg, self.dist, self.val_split, self.eval_runner,
                                   show_progress=self.dist.is_main)
 
     # ------------------------------------------------------------------ checkpoints

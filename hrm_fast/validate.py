@@ -12,9 +12,9 @@ held-out pairs, far too many to evaluate every ``eval.every`` steps, so set N on
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tqdm import tqdm
 from hrm_fast import distributed as D
 from hrm_fast.config import Config
 from hrm_fast.data.dataset import PuzzleDataset
+
+if TYPE_CHECKING:
+    from hrm_fast.step import EvalRunner
 
 
 def select_rows(dataset: PuzzleDataset, views: int | str) -> np.ndarray:
@@ -50,15 +53,23 @@ def evaluate_split(
     cfg: Config,
     dist: D.DistInfo,
     split: str,
-    autocast: Callable[[], contextlib.AbstractContextManager],
+    runner: EvalRunner | None = None,
     show_progress: bool = True,
     max_batches: int | None = None,
 ) -> dict[str, float]:
-    """Metrics ``val/<name>`` for ``split`` of ``cfg.data.path``: means over the split's real (non-padding) rows."""
-    from hrm_fast.losses import act_loss
+    """Metrics ``val/<name>`` for ``split`` of ``cfg.data.path``: means over the split's real (non-padding) rows.
+
+    ``runner``: how episodes run (keep one across calls: a compiled runner compiles once); None = the eager
+    loop, with bf16/fp16 autocast on CUDA as ``model.forward_dtype`` says."""
+    from hrm_fast.step import EvalRunner
 
     dataset = PuzzleDataset(Path(cfg.data.path), split)
     device = dist.device
+    local = cfg.eval.batch_size // dist.world_size
+    if runner is None:
+        amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.forward_dtype)
+        runner = EvalRunner(model, local, device, compile=False, loss_type=cfg.model.loss_type,
+                            amp_dtype=amp if device.type == "cuda" else None)
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -69,12 +80,7 @@ def evaluate_split(
         for i, batch in enumerate(bar):
             if max_batches is not None and i >= max_batches:
                 break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            carry = model.initial_carry(batch["inputs"].shape[0], device)
-            for _ in range(cfg.model.halt_max_steps):
-                with autocast():
-                    carry, outputs = model(carry, batch)
-            _, metrics = act_loss(carry, outputs, cfg.model.loss_type)
+            _, metrics = runner({k: v.to(device) for k, v in batch.items()})
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0) + v.detach().double()
     finally:

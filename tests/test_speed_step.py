@@ -14,7 +14,7 @@ from hrm_fast.layers import CastedLinear, cast_weights_once
 from hrm_fast.losses import act_loss
 from hrm_fast.model import HRM
 from hrm_fast.optim import build_optimizers, set_lr
-from hrm_fast.step import EvalStep, TrainStep
+from hrm_fast.step import EvalRunner, EvalStep, TrainStep
 
 VOCAB, SEQ, IDS = 12, 9, 20
 
@@ -240,6 +240,34 @@ def test_eval_step_equals_the_model_loop():
     for k in want:
         torch.testing.assert_close(got[k].float(), want[k].float(), rtol=1e-5, atol=1e-5, msg=k)
     assert step.carry.steps.tolist() == [3, 3, 3, 3]
+
+
+def test_eval_runner_compiled_equals_eager_and_falls_back_on_failure(monkeypatch):
+    """EvalRunner: the compiled EvalStep (reused over batches) gives the eager loop's outputs and metrics; when
+    the compiled step fails at its first batch it warns and answers with the eager loop."""
+    model = make(halt_max_steps=3).eval()
+    eager = EvalRunner(model, 4, "cpu", compile=False)
+    compiled = EvalRunner(model, 4, "cpu", compile=True)
+    for seed in (5, 6):  # a second batch reuses the compiled step
+        want_out, want = eager(batch(4, seed))
+        got_out, got = compiled(batch(4, seed))
+        # fp32, compiled (fused, reordered) vs eager: the tolerance of the other compiled-vs-eager tests
+        torch.testing.assert_close(got_out["logits"], want_out["logits"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got_out["q_halt_logits"], want_out["q_halt_logits"], rtol=1e-4, atol=1e-4)
+        for k in want:
+            torch.testing.assert_close(got[k].float(), want[k].float(), rtol=1e-4, atol=1e-4, msg=k)
+    assert compiled.compile and compiled._step is not None
+    assert eager(batch(4, 5), metrics=False)[1] == {}
+
+    monkeypatch.setenv("HRM_FAST_TEST_FAIL_EVAL_STEP", "1")
+    failing = EvalRunner(model, 4, "cpu", compile=True)
+    with pytest.warns(RuntimeWarning, match="compiled eval step failed at its first batch"):
+        got_out, got = failing(batch(4, 7))
+    assert not failing.compile
+    want_out, want = eager(batch(4, 7))
+    torch.testing.assert_close(got_out["logits"], want_out["logits"])
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], msg=k)
 
 
 def test_train_step_requires_draws_when_exploring():

@@ -236,7 +236,6 @@ def test_a_short_run_builds_its_data_and_learns(tmp_path):
 
 
 def test_validation_views_select_the_first_puzzles_of_each_group(tiny_data):
-    import contextlib
 
     from hrm_fast.config import load_config
     from hrm_fast.data.dataset import PuzzleDataset
@@ -257,11 +256,19 @@ def test_validation_views_select_the_first_puzzles_of_each_group(tiny_data):
     torch.manual_seed(0)
     model = HRM(cfg.model, vocab_size=ds.metadata.vocab_size, seq_len=ds.seq_len,
                 num_puzzle_identifiers=ds.metadata.num_puzzle_identifiers)
-    out = evaluate_split(model, cfg, DistInfo(0, 1, 0, torch.device("cpu")), "val", contextlib.nullcontext,
-                         show_progress=False)
+    out = evaluate_split(model, cfg, DistInfo(0, 1, 0, torch.device("cpu")), "val", show_progress=False)
     assert out["val/count"] == len(select_rows(ds, 2))  # padding rows are not counted
     assert 0.0 <= out["val/accuracy"] <= 1.0 and out["val/steps"] == cfg.model.halt_max_steps
     assert model.training  # back in training mode
+    # compile=true validation (a compiled EvalStep, reused across calls as the trainer does) gives the same metrics
+    from hrm_fast.step import EvalRunner
+
+    runner = EvalRunner(model, cfg.eval.batch_size, torch.device("cpu"), compile=True)
+    for _ in range(2):
+        got = evaluate_split(model, cfg, DistInfo(0, 1, 0, torch.device("cpu")), "val", runner, show_progress=False)
+        assert got.keys() == out.keys()
+        for k in out:
+            assert got[k] == pytest.approx(out[k], rel=1e-5, abs=1e-6), k
 
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_data, reference_run, tmp_path):

@@ -109,9 +109,10 @@ def evaluate_checkpoint(
     mine, local_batch = shard_rows(rows, batch_size, dist.rank, dist.world_size)
     desc = f"eval views (rank 0's share, {dist.world_size} ranks)" if dist.enabled else "eval views"
     votes = VoteBox()
+    compile = config.compile if config.compile is not None else device.type == "cuda"
     for chunk, tokens, q in predict_views(
         model, data, mine, local_batch, config.model.halt_max_steps, device, amp_dtype, progress and dist.is_main,
-        desc=desc,
+        desc=desc, compile=compile, cuda_graph=config.cuda_graph,
     ):
         decode_into(votes, tokens, [data.task_ids[r] for r in chunk], [data.augs[r] for r in chunk],
                     data.test_index[chunk], q, data.canvas, rows=chunk)  # fmt: skip

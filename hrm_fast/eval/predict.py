@@ -7,7 +7,6 @@ rows (puzzle id 0), which keeps the carry's shapes static; they are dropped from
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,26 +63,26 @@ def predict_views(
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
     desc: str = "eval views",
+    compile: bool = False,
+    cuda_graph: bool | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (rows int64 [b], predicted tokens uint8 [b, S], sigmoid(q_halt) float32 [b]) per batch.
 
-    The model is put in eval mode for the duration and restored afterwards."""
+    ``compile``: run the segments as a compiled :class:`hrm_fast.step.EvalStep` (captured in a CUDA graph on
+    CUDA unless ``cuda_graph=False``); the eager loop otherwise. The model is put in eval mode for the
+    duration and restored afterwards."""
+    from hrm_fast.step import EvalRunner
+
+    if halt_max_steps != model.config.halt_max_steps:
+        raise ValueError(f"halt_max_steps={halt_max_steps} but the model runs {model.config.halt_max_steps} segments")
     was_training = model.training
     model.eval()
-    autocast = (
-        (lambda: torch.autocast(device_type=device.type, dtype=amp_dtype))
-        if amp_dtype is not None
-        else contextlib.nullcontext
-    )
+    runner = EvalRunner(model, batch_size, device, compile=compile, cuda_graph=cuda_graph, amp_dtype=amp_dtype)
     bar = tqdm(total=len(rows), desc=desc, unit="view", disable=not progress, dynamic_ncols=True)
     try:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            batch = make_batch(split, chunk, batch_size, device)
-            carry = model.initial_carry(batch_size, device)
-            for _ in range(halt_max_steps):
-                with autocast():
-                    carry, outputs = model(carry, batch)
+            outputs, _ = runner(make_batch(split, chunk, batch_size, device), metrics=False)
             n = len(chunk)
             tokens = outputs["logits"][:n].argmax(dim=-1).to(torch.uint8).cpu().numpy()
             q = torch.sigmoid(outputs["q_halt_logits"][:n].float()).cpu().numpy()
