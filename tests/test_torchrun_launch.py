@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -39,3 +40,19 @@ def test_other_failures_and_disabled_retry_are_returned_as_they_are(tmp_path):
     assert res.returncode == 1 and "SIGABRT" in res.stderr
     res = launch([sys.executable, "-c", "import sys; sys.exit(3)"], cwd=tmp_path, env=dict(os.environ))
     assert res.returncode == 3
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_exit_worker_skips_finalization_only_in_a_torchrun_worker(world_size, tmp_path):
+    """``exit_worker``: same exit code and flushed output; a worker (WORLD_SIZE > 1) skips atexit/finalization."""
+    script = ("import atexit, sys\n"
+              "from hrm_fast.distributed import exit_worker\n"
+              "atexit.register(lambda: print('finalized'))\n"
+              "print('done', end='')\n"
+              "exit_worker(3)\n")
+    env = {**os.environ, "WORLD_SIZE": world_size}
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 3
+    assert res.stdout.startswith("done")
+    assert ("finalized" in res.stdout) == (world_size == "1")

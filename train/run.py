@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from hrm_fast.distributed import exit_worker
 from hrm_fast.entry import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_worker(main(sys.argv[1:]))
