@@ -43,6 +43,12 @@ class GracefulStop:
               "(send it again to exit at once).", file=sys.stderr, flush=True)
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """``"<ExceptionType>: <first line of its message>"`` (at most ``limit`` characters), for one-line warnings."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:limit] if lines else ''}"
+
+
 class NonFiniteTracker:
     """Remembers, on the device, the first optimizer step whose loss or gradient norm was not finite.
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim import Optimizer
 
+from hrm_fast.faults import first_line
 from hrm_fast.losses import act_loss
 from hrm_fast.model import BATCH_KEYS, HRM, Carry, no_grad_region
 from hrm_fast.optim import AdamATan2, SparseSignSGD, adam_atan2_update
@@ -451,10 +452,9 @@ class EvalRunner:
             except Exception as err:  # noqa: BLE001 -- any failure of the compiled path falls back to eager
                 if self._proven:
                     raise
-                lines = str(err).strip().splitlines()
-                warnings.warn(f"the compiled eval step failed at its first batch ({type(err).__name__}: "
-                              f"{lines[0][:300] if lines else ''}); evaluating with the eager loop (same results, "
-                              "slower). Set compile=false to choose it; please report the error.",
+                warnings.warn(f"the compiled eval step failed at its first batch ({first_line(err)}); evaluating with "
+                              "the eager loop (same results, slower). Set compile=false to choose it; please report "
+                              "the error.",
                               RuntimeWarning, stacklevel=2)
                 self.compile, self._step = False, None
         carry = self.model.initial_carry(self.batch_size, self.device)

@@ -33,7 +33,8 @@ from hrm_fast import distributed as D
 from hrm_fast import run_dir as R
 from hrm_fast import train_state as TS
 from hrm_fast.config import Config, ConfigError, config_to_dict, save_config
-from hrm_fast.faults import GracefulStop, NonFiniteError, NonFiniteTracker, nan_injection_step
+from hrm_fast.faults import GracefulStop, NonFiniteError, NonFiniteTracker, first_line, nan_injection_step
+from hrm_fast.model import autocast_dtype
 from hrm_fast.profiling import StepWindowProfiler, nvtx_range
 from hrm_fast.runlog import NullLogger, RunLogger, read_metrics
 
@@ -60,8 +61,7 @@ class Trainer:
         if config.cuda_graph and not (self.compile and self.device.type == "cuda" and dist.world_size == 1):
             raise ConfigError("cuda_graph=true needs compile=true on one CUDA device (one rank); this run has "
                               f"device {self.device}, compile={self.compile}, {dist.world_size} rank(s)")
-        self.amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            config.model.forward_dtype] if self.device.type == "cuda" else None
+        self.amp_dtype = autocast_dtype(config.model.forward_dtype, self.device)
 
         self.run_dir, self.resume_from = self._resolve_run_dir()
         self._ensure_dataset()
@@ -218,11 +218,10 @@ class Trainer:
             self.step_program, self.use_step_program, self.step = None, False, step
             self.tracker = NonFiniteTracker(self.device, step)
             self._reset_accumulators()
-            lines = str(err).strip().splitlines()
-            self._say(f"warning: the compiled training step failed at its first call ({type(err).__name__}: "
-                      f"{lines[0][:300] if lines else ''}). Its effects were undone; this run continues with the "
-                      "per-segment loop, which computes the same step more slowly. Choose a path with "
-                      "cuda_graph=false or compile=false, and please report the error.")
+            self._say(f"warning: the compiled training step failed at its first call ({first_line(err)}). Its "
+                      "effects were undone; this run continues with the per-segment loop, which computes the same "
+                      "step more slowly. Choose a path with cuda_graph=false or compile=false, and please report "
+                      "the error.")
             return False
 
     def _program_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor, min_steps: torch.Tensor,

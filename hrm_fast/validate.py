@@ -61,15 +61,15 @@ def evaluate_split(
 
     ``runner``: how episodes run (keep one across calls: a compiled runner compiles once); None = the eager
     loop, with bf16/fp16 autocast on CUDA as ``model.forward_dtype`` says."""
+    from hrm_fast.model import autocast_dtype
     from hrm_fast.step import EvalRunner
 
     dataset = PuzzleDataset(Path(cfg.data.path), split)
     device = dist.device
     local = cfg.eval.batch_size // dist.world_size
     if runner is None:
-        amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.forward_dtype)
         runner = EvalRunner(model, local, device, compile=False, loss_type=cfg.model.loss_type,
-                            amp_dtype=amp if device.type == "cuda" else None)
+                            amp_dtype=autocast_dtype(cfg.model.forward_dtype, device))
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}

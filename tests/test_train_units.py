@@ -178,3 +178,11 @@ def test_bad_arguments_exit_2(capsys):
     assert main(["train.lr"]) == 2
     assert main(["train.no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_autocast_dtype_only_for_reduced_precision_on_cuda():
+    from hrm_fast.model import autocast_dtype
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # a device object needs no GPU
+    assert autocast_dtype("bfloat16", cuda) is torch.bfloat16 and autocast_dtype("float16", cuda) is torch.float16
+    assert autocast_dtype("float32", cuda) is None and autocast_dtype("bfloat16", cpu) is None

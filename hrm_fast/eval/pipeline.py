@@ -25,8 +25,7 @@ from hrm_fast.eval.predict import check_compatible, predict_views
 from hrm_fast.eval.results import decode_into, finalize, flat_metrics
 from hrm_fast.eval.views import load_eval_split
 from hrm_fast.eval.vote import VoteBox
-
-AMP = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from hrm_fast.model import autocast_dtype
 
 
 def load_for_eval(checkpoint: str | Path, device: torch.device, hrm_config: str | Path | None = None
@@ -102,7 +101,7 @@ def evaluate_checkpoint(
     batch_size = batch_size or config.eval.batch_size
     device = device or next(model.parameters()).device
     dist = dist or D.DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    amp_dtype = AMP[config.model.forward_dtype] if device.type == "cuda" else None
+    amp_dtype = autocast_dtype(config.model.forward_dtype, device)
     data = load_eval_split(config.data.path, split)
     check_compatible(model, data)
     rows = data.select(views)
