@@ -180,7 +180,7 @@ def _summary_html(pass_k: Mapping[str, Mapping[str, float]]) -> str:
     return f'<table class="summary"><tr><th>scoring</th>{head}</tr>{rows}</table>'
 
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
 h1{font-size:20px;margin:0 0 8px}
 table.summary{border-collapse:collapse;margin:8px 0}
@@ -266,7 +266,7 @@ def render_report(
     summary = summary_html(rows, groups or {}) if rows or groups else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{_summary_html(pass_k)}<dl class=\"facts\">{facts_html}</dl>"
         f"{summary}{controls}<div id=\"items\">{body}</div>"
         f"<script>{_JS % json.dumps(list(PALETTE))}</script></body></html>"
