@@ -143,3 +143,36 @@ def test_bad_tasks_csv_names_the_file(tmp_path):
     (tmp_path / "tasks.csv").write_text("task,test_index\nx,0\n")
     with pytest.raises(EvalDataError, match="no column"):
         read_rows_csv(tmp_path / "tasks.csv")
+
+
+@needs_conceptarc
+def test_cli_writes_tasks_csv_and_names_the_checkpoint_step_and_run(dataset, tmp_path, capsys):
+    """train.evaluate on a checkpoint inside a run folder: tasks.csv, concepts in scores.json, step and run shown."""
+    import torch
+
+    from hrm_fast.checkpoint import save_checkpoint
+    from hrm_fast.config import load_config
+    from hrm_fast.model import HRM
+    from train.evaluate import main
+
+    cfg = load_config("cpu-tiny", [
+        f"data.path={dataset}", "data.max_grid_size=8", "model.hidden_size=32", "model.num_heads=2",
+        "model.H_layers=1", "model.L_layers=1", "model.H_cycles=1", "model.L_cycles=1", "model.halt_max_steps=1",
+        "model.puzzle_emb_ndim=32", "eval.batch_size=64",
+    ])  # fmt: skip
+    n_ids = len(json.loads((dataset / "identifiers.json").read_text()))
+    torch.manual_seed(0)
+    model = HRM(cfg.model, vocab_size=12, seq_len=64, num_puzzle_identifiers=n_ids)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 7, "train/lm_loss": 1.0}\n')
+    ckpt = save_checkpoint(run / "last", model, cfg, state={"step": 7})
+    assert main([f"checkpoint={ckpt}", "progress=false"]) == 0
+    out = run / "last-eval-test"
+    assert "tasks.csv" in capsys.readouterr().out
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["step"] == 7 and scores["run"] == str(run.resolve())
+    assert len(read_rows_csv(out / "tasks.csv")) == scores["test_outputs"]
+    assert len(scores["by_concept"]) == 8 and sum(e["tasks"] for e in scores["by_concept"].values()) == scores["tasks"]
+    page = (out / "report.html").read_text()
+    assert "<dt>step</dt><dd>7</dd>" in page and 'data-chart="concept"' in page
