@@ -156,12 +156,13 @@ def _evaluate_one_process(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _assert_same_outputs(sharded: Path, single: Path) -> dict:
-    """scores.json equal but for the run facts, submission.json byte for byte; returns the scores."""
+    """scores.json equal but for the run facts, submission.json and tasks.csv byte for byte; returns the scores."""
     a, b = (json.loads((d / "scores.json").read_text()) for d in (sharded, single))
     assert "x 2 ranks" in a["device"] and "ranks" not in b["device"]
     assert {k: v for k, v in a.items() if k not in RUN_FACTS} == {k: v for k, v in b.items() if k not in RUN_FACTS}
     assert (sharded / "submission.json").read_bytes() == (single / "submission.json").read_bytes()
-    assert sorted(p.name for p in sharded.iterdir()) == ["report.html", "scores.json", "submission.json"]
+    assert (sharded / "tasks.csv").read_bytes() == (single / "tasks.csv").read_bytes()
+    assert sorted(p.name for p in sharded.iterdir()) == ["report.html", "scores.json", "submission.json", "tasks.csv"]
     return a
 
 
@@ -206,7 +207,8 @@ def test_torchrun_training_scores_at_the_end_on_all_ranks(dataset, tmp_path):
     assert res1.returncode == 0, res1.stderr[-3000:]
     sharded = run / "eval-test-step2"
     a, b = (json.loads((d / "scores.json").read_text()) for d in (sharded, one))
-    assert a.pop("step") == 2 and b.pop("checkpoint") == str(run / "last")
+    assert a.pop("step") == 2 == b.pop("step") and b.pop("checkpoint") == str(run / "last")
+    assert b.pop("run") == str(run.resolve())  # train.evaluate names the checkpoint's run
     assert a["device"] == "cpu x 2 ranks" and b["device"] == "cpu"  # the views were shared out
     assert {k: v for k, v in a.items() if k not in RUN_FACTS} == {k: v for k, v in b.items() if k not in RUN_FACTS}
     assert (sharded / "submission.json").read_bytes() == (one / "submission.json").read_bytes()

@@ -53,6 +53,11 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.evaluate checkpoint=runs/<run>/best [eval.views=all|N] [eval.batch_size=N] [out=DIR]": (
         "test", EVAL_CLI),
     "python -m hrm_fast.eval.score submission.json --solutions arc-agi-1": ("run",),
+    "python -m hrm_fast.eval.compare runs/a/best-eval-test runs/b/best-eval-test": (
+        "test", "tests/test_eval_compare.py::test_gained_and_lost_match_the_score_deltas"),
+    "python -m hrm_fast.runs list": ("test", "tests/test_runs.py::test_plot_and_list_commands"),
+    "python -m hrm_fast.runs plot runs/demo runs/ddp --out curves.png": (
+        "test", "tests/test_runs.py::test_plot_and_list_commands"),
     "pytest bench/ --benchmark-only": ("ci", "pytest bench/ --benchmark-only"),
     "python -m bench.test_train_step --rounds 7": ("run", "--preset", "cpu-tiny", "--rounds", "1"),
     # nsys is GPU-only: the test runs the profiled command itself (profile.steps works without CUDA),

@@ -4,7 +4,8 @@ Runs every augmented view of every test input of the dataset's ``test`` split (o
 crops each prediction at the EOS border, maps it back with the exact inverse augmentation, votes per
 (task, test input) -- vote count first, mean sigmoid(q_halt) as tie-break -- and writes into ``out``:
 ``scores.json`` (Kaggle / ARC Prize / all-or-nothing at pass@1, 2, 10, 100, 1000 where enough views
-exist), ``submission.json`` (Kaggle format) and ``report.html`` (self-contained).
+exist, also by source, concept, grid size and shape), ``tasks.csv`` (one line per test output),
+``submission.json`` (Kaggle format) and ``report.html`` (self-contained).
 
 Keys: ``checkpoint=DIR`` (ours; a run folder means its ``best``, else ``last``) or ``checkpoint=FILE
 hrm_config=all_config.yaml`` (an original HRM checkpoint, converted on the fly); ``split=test|val``;
@@ -29,6 +30,7 @@ from hrm_fast import distributed as D
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_dict, parse_override
 from hrm_fast.eval.pipeline import evaluate_checkpoint, load_for_eval
 from hrm_fast.eval.views import EvalDataError
+from hrm_fast.runs.catalog import checkpoint_step, run_of
 
 # Config overrides that may differ from the checkpoint's training config (the architecture may not).
 ALLOWED_MODEL_OVERRIDES = ("ops", "forward_dtype")
@@ -102,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Beside the checkpoint, not inside it: a later save of `best` replaces the checkpoint folder.
         out = Path(own.get("out") or f"{ckpt}-eval-{split}")
         progress = own.get("progress", "true").lower() not in ("false", "0", "no", "off")
-        scores = evaluate_checkpoint(model, config, split, out, facts={"checkpoint": str(ckpt)}, progress=progress,
-                                     dist=dist)
+        facts = {"checkpoint": str(ckpt), "run": str(run_of(ckpt) or "-")}
+        scores = evaluate_checkpoint(model, config, split, out, facts=facts, progress=progress, dist=dist,
+                                     step=checkpoint_step(ckpt))
     except (ConfigError, CheckpointError, EvalDataError, ValueError) as e:
         where = f"[rank {dist.rank}] " if dist is not None and dist.enabled else ""
         print(f"{where}error: {e}", file=sys.stderr)
@@ -119,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("  scoring          " + "".join(f"{'pass@' + str(k):>10}" for k in ks))
     for s in ("kaggle", "arc_prize", "all_or_nothing"):
         print(f"  {s:<16} " + "".join(f"{100 * scores[s][f'pass@{k}']:>9.2f}%" for k in ks))
-    print(f"wrote {out}/scores.json, submission.json, report.html")
+    print(f"wrote {out}/scores.json, tasks.csv, submission.json, report.html")
     return 0
 
 

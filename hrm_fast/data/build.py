@@ -40,7 +40,7 @@ from tqdm import tqdm
 import hrm_fast
 from hrm_fast.data.expand import TaskJob, TaskRows, expand_task
 from hrm_fast.data.selection import Selection, select_tasks
-from hrm_fast.data.sources import ARC_MAX_SIDE, DataError
+from hrm_fast.data.sources import ARC_MAX_SIDE, DataError, concept_of
 from hrm_fast.data.writer import SplitWriter, write_json
 
 FORMAT_NAME = "hrm_fast-arc"
@@ -103,7 +103,8 @@ def _write(
         copies = len(rows.names) - 1
         if copies < num_aug:
             short.append(task.task_id)
-        task_info[task.task_id] = {"role": role, "origin": task.origin, "copies": copies}
+        task_info[task.task_id] = {"role": role, "origin": task.origin, "source": task.source,
+                                   "concept": concept_of(task.origin, task.source), "copies": copies}
         bar.update(1)
         bar.set_postfix(puzzles=len(identifiers) - 1, rows=writers["train"].num_examples, refresh=False)
     bar.close()

@@ -77,6 +77,18 @@ class ArcTask:
         }
 
 
+def concept_of(origin: str, source: str) -> str:
+    """The folder holding a task's file below its source folder (ConceptARC: the concept group, e.g.
+    ``AboveBelow``); "" for built-in sets, files given directly and files at the top of the folder."""
+    if not source:
+        return ""
+    try:
+        rel = Path(origin).relative_to(source)
+    except ValueError:
+        return ""
+    return rel.parent.name if len(rel.parts) > 1 else ""
+
+
 def pair_hash(pair: tuple[np.ndarray, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for grid in pair:

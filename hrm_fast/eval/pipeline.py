@@ -21,6 +21,7 @@ import torch
 
 from hrm_fast import distributed as D
 from hrm_fast.config import Config, ConfigError
+from hrm_fast.eval.breakdown import load_task_info
 from hrm_fast.eval.predict import check_compatible, predict_views
 from hrm_fast.eval.results import decode_into, finalize, flat_metrics
 from hrm_fast.eval.views import load_eval_split
@@ -136,7 +137,8 @@ def evaluate_checkpoint(
         if data.tasks_rebuilt:
             all_facts["tasks"] = "rebuilt from the rows (no tasks.json): test inputs may be numbered differently"
         scores = finalize(merged, data.tasks, out_dir, config.eval.ks, facts=all_facts,
-                          title=f"hrm_fast evaluation: {all_facts.get('checkpoint', split)}")  # fmt: skip
+                          title=f"hrm_fast evaluation: {all_facts.get('checkpoint', split)}",
+                          task_info=load_task_info(config.data.path))  # fmt: skip
         if metrics_path is not None:
             record = {"step": step, "time": round(time.time(), 3), **flat_metrics(scores)}
             with open(metrics_path, "a") as f:

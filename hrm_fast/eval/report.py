@@ -1,8 +1,11 @@
 """A self-contained HTML report of an evaluation (no network: inline CSS and JS, grids drawn on canvas).
 
-Top: the scores table (three scorings x pass@k) and run facts. Below: one card per test input with the
-input, the expected output, attempt 1 and attempt 2 (canonical ARC palette), their votes and mean
-sigmoid(q_halt); buttons filter solved / unsolved (solved = right answer within the two attempts).
+Top: the scores table (three scorings x pass@k) and run facts (checkpoint, its step and run). Then the
+summary: matplotlib charts embedded as PNG ``data:`` URIs (accuracy by concept, source and grid size, the
+calibration of the vote winner) and the breakdown tables. Below: one card per test input with the task's
+demonstration pairs (collapsed), the input, the expected output, attempt 1 and attempt 2 (canonical ARC
+palette), their votes and mean sigmoid(q_halt); buttons filter solved / unsolved (solved = right answer
+within the two attempts).
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from hrm_fast.eval.breakdown import NO_CONCEPT, OutputRow
 from hrm_fast.eval.submission import write_text_atomic
 from hrm_fast.eval.vote import Candidate, rank_of
 
@@ -36,6 +41,9 @@ class ReportItem:
     candidates: Sequence[Candidate]  # ranked, best first
     num_views: int
     num_empty: int
+    demos: Sequence[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # the task's (input, output)
+    source: str = ""
+    concept: str = ""
 
     @property
     def correct_rank(self) -> int | None:
@@ -88,11 +96,71 @@ def _item_html(item: ReportItem) -> str:
         + (f" · votes of answers 3+: {others}" if others else "")
     )
     tid = html.escape(item.task_id)
+    tags = "".join(f'<span class="tag">{html.escape(t)}</span>' for t in (item.concept, item.source) if t)
     return (
-        f'<section class="item {status}" data-task="{tid}">'
-        f'<h3><span class="badge">{status}</span> {tid} · test {item.test_index}</h3>'
+        f'<section class="item {status}" data-task="{tid}" data-concept="{html.escape(item.concept)}">'
+        f'<h3><span class="badge">{status}</span> {tid} · test {item.test_index} {tags}</h3>{_demos_html(item)}'
         f'<div class="grids">{"".join(figs)}</div><p class="meta">{html.escape(meta)}</p></section>'
     )
+
+
+def _demos_html(item: ReportItem) -> str:
+    """The task's demonstration pairs in a collapsed <details>."""
+    if not item.demos:
+        return ""
+    pairs = "".join(
+        f'<div class="pair">{_figure(f"demo {j + 1} input", inp)}<span class="arrow">→</span>'
+        f'{_figure(f"demo {j + 1} output", out)}</div>'
+        for j, (inp, out) in enumerate(item.demos)
+    )
+    n = len(item.demos)
+    return (f'<details class="demos"><summary>{n} demonstration pair{"s" if n != 1 else ""}</summary>'
+            f'<div class="grids">{pairs}</div></details>')
+
+
+def _chart(name: str, fig: Any, alt: str) -> str:
+    from hrm_fast.eval.charts import png_data_uri
+
+    return f'<img class="chart" data-chart="{name}" alt="{html.escape(alt)}" src="{png_data_uri(fig)}">'
+
+
+def _groups_table(title: str, groups: Mapping[str, Mapping[str, Any]]) -> str:
+    ks = [k for k in next(iter(groups.values()))["kaggle"]]
+    head = "".join(f"<th>kaggle {html.escape(k)}</th>" for k in ks)
+    rows = "".join(
+        f"<tr><th>{html.escape(g)}</th><td>{e['tasks']}</td><td>{e['test_outputs']}</td>"
+        + "".join(f"<td>{100 * e['kaggle'][k]:.1f}%</td>" for k in ks)
+        + f"<td>{100 * e['arc_prize']['pass@2']:.1f}%</td><td>{100 * e['all_or_nothing']['pass@2']:.1f}%</td></tr>"
+        for g, e in groups.items()
+    )
+    return (f'<table class="summary groups"><caption>{html.escape(title)}</caption><tr><th></th><th>tasks</th>'
+            f"<th>test outputs</th>{head}<th>arc_prize pass@2</th><th>all_or_nothing pass@2</th></tr>{rows}</table>")
+
+
+def summary_html(rows: Sequence[OutputRow], groups: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """The summary section: charts (by concept when the data has concepts, by source when several, by grid
+    size, calibration) and a table per grouping. ``groups``: ``{"by_concept": breakdown, ...}``."""
+    from hrm_fast.eval.charts import accuracy_bars, calibration
+
+    charts = []
+    concepts = {k: v for k, v in groups.get("by_concept", {}).items() if k != NO_CONCEPT}
+    if concepts:
+        # weakest concepts first: that is where to look (and what to train more); tasks without one are left out
+        ordered = dict(sorted(concepts.items(), key=lambda kv: (kv[1]["kaggle"]["pass@2"], kv[0])))
+        charts.append(_chart("concept", accuracy_bars(ordered, "accuracy by concept (weakest first)"),
+                             "accuracy by concept"))
+    if len(groups.get("by_source", {})) > 1:
+        charts.append(_chart("source", accuracy_bars(groups["by_source"], "accuracy by source"), "accuracy by source"))
+    if groups.get("by_size"):
+        charts.append(_chart("size", accuracy_bars(groups["by_size"], "accuracy by grid size (larger side)",
+                                                   horizontal=False), "accuracy by grid size"))
+    if rows:
+        charts.append(_chart("calibration", calibration(rows), "calibration of the vote winner"))
+    names = {"by_concept": "by concept", "by_source": "by source", "by_size": "by grid size (larger side of "
+             "test input and expected output)", "by_shape": "by shape (test input vs expected output)"}
+    tables = "".join(_groups_table(names.get(k, k), v) for k, v in groups.items() if v)
+    return (f'<section id="summary"><h2>Summary</h2><div class="charts">{"".join(charts)}</div>'
+            f'<details class="tables"><summary>breakdown tables</summary>{tables}</details></section>')
 
 
 def _summary_html(pass_k: Mapping[str, Mapping[str, float]]) -> str:
@@ -112,7 +180,7 @@ def _summary_html(pass_k: Mapping[str, Mapping[str, float]]) -> str:
     return f'<table class="summary"><tr><th>scoring</th>{head}</tr>{rows}</table>'
 
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
 h1{font-size:20px;margin:0 0 8px}
 table.summary{border-collapse:collapse;margin:8px 0}
@@ -133,6 +201,14 @@ figure.ok{border-color:#27ae60} figure.bad{border-color:#e74c3c33}
 figcaption{font-size:12px;color:#444;margin-top:3px}
 canvas{display:block;background:#555}
 p.meta{font-size:12px;color:#555;margin:6px 0 0}
+h2{font-size:17px;margin:14px 0 6px}
+.charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+img.chart{background:#fff;border:1px solid #ddd;border-radius:6px;max-width:100%}
+table.groups{font-size:13px;margin:10px 16px 10px 0;display:inline-table;vertical-align:top}
+table.groups caption{text-align:left;font-weight:bold;padding:2px 0}
+.tag{font-size:11px;font-weight:normal;padding:1px 6px;margin-left:4px;border-radius:3px;background:#eee;color:#444}
+details.demos{margin:0 0 8px;font-size:12px} details.demos summary{cursor:pointer;color:#555}
+.pair{display:flex;align-items:center;gap:2px;margin-right:10px} .arrow{font-size:18px;color:#888}
 body.hide-solved .item.solved, body.hide-unsolved .item.unsolved{display:none}
 """
 
@@ -157,6 +233,9 @@ function show(which){
 document.querySelectorAll('.controls button').forEach(b=>b.addEventListener('click',()=>{
   show(b.dataset.f); history.replaceState(null, '', '#' + b.dataset.f);
 }));
+// mark each chart once decoded (checked by the headless-browser test)
+window.addEventListener('load', () => document.querySelectorAll('img.chart').forEach(
+  i => i.setAttribute('data-rendered', i.naturalWidth + 'x' + i.naturalHeight)));
 // report.html#solved / #unsolved opens filtered
 if (['all','solved','unsolved'].includes(location.hash.slice(1))) show(location.hash.slice(1));
 """
@@ -167,9 +246,12 @@ def render_report(
     pass_k: Mapping[str, Mapping[str, float]],
     facts: Mapping[str, object],
     title: str = "hrm_fast evaluation",
+    rows: Sequence[OutputRow] = (),
+    groups: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> str:
     """The report page as a string. ``pass_k``: ``{scoring: {"pass@k": fraction}}`` (score.pass_at_k);
-    ``facts``: label -> value lines shown under the table (checkpoint, split, views, time, ...)."""
+    ``facts``: label -> value lines shown under the table (checkpoint, step, run, split, views, time, ...);
+    ``rows`` / ``groups``: the per test output rows and breakdowns for the summary (none: no summary)."""
     n_solved = sum(1 for it in items if it.solved)
     n = len(items)
     facts_html = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items())
@@ -181,11 +263,12 @@ def render_report(
         '<span style="font-size:12px;color:#666">solved = right answer in attempt 1 or 2</span></div>'
     )
     body = "".join(_item_html(it) for it in items)
+    summary = summary_html(rows, groups or {}) if rows or groups else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{_summary_html(pass_k)}<dl class=\"facts\">{facts_html}</dl>"
-        f"{controls}<div id=\"items\">{body}</div>"
+        f"{summary}{controls}<div id=\"items\">{body}</div>"
         f"<script>{_JS % json.dumps(list(PALETTE))}</script></body></html>"
     )
 

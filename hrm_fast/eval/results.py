@@ -1,5 +1,6 @@
-"""From predicted token boards to scores: crop -> inverse augmentation -> vote -> scores.json,
-submission.json and report.html. Model-free, so the oracle test runs the very same code."""
+"""From predicted token boards to scores: crop -> inverse augmentation -> vote -> scores.json (totals and
+breakdowns by source, concept, grid size and shape), tasks.csv (one line per test output), submission.json
+and report.html. Model-free, so the oracle test runs the very same code."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from hrm_fast.data.augment import Augmentation
 from hrm_fast.data.encode import crop_prediction
+from hrm_fast.eval.breakdown import OutputRow, TaskInfo, breakdowns, write_rows_csv
 from hrm_fast.eval.report import ReportItem, write_report
 from hrm_fast.eval.score import DEFAULT_KS, SCORINGS, pass_at_k, score_submission, usable_ks
 from hrm_fast.eval.solutions import solutions_from_tasks
@@ -55,11 +57,14 @@ def finalize(
     ks: Sequence[int] = DEFAULT_KS,
     facts: Mapping[str, Any] | None = None,
     title: str = "hrm_fast evaluation",
+    task_info: Mapping[str, TaskInfo] | None = None,
 ) -> dict[str, Any]:
-    """Rank, score and write ``scores.json``, ``submission.json`` and ``report.html`` into ``out_dir``.
+    """Rank, score and write ``scores.json``, ``tasks.csv``, ``submission.json`` and ``report.html`` into
+    ``out_dir``.
 
-    ``tasks``: the original tasks (``{task_id: {"test": [{"input", "output"}, ...]}}``); every one is scored
-    and present in the submission, with or without views. Returns the scores dict (= scores.json).
+    ``tasks``: the original tasks (``{task_id: {"train": [...], "test": [{"input", "output"}, ...]}}``); every
+    one is scored and present in the submission, with or without views. ``task_info``: each task's source and
+    concept (``breakdown.load_task_info``; missing tasks: unknown). Returns the scores dict (= scores.json).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,25 +72,41 @@ def finalize(
     ranks: dict[str, list[int | None]] = {}
     answers: dict[str, list[list[np.ndarray]]] = {}
     items: list[ReportItem] = []
+    rows: list[OutputRow] = []
     max_views = 0
     for tid, task in tasks.items():
         ranks[tid], answers[tid] = [], []
+        info = (task_info or {}).get(tid, TaskInfo())
+        demos = [(np.asarray(p["input"], dtype=np.uint8), np.asarray(p["output"], dtype=np.uint8))
+                 for p in task.get("train", [])]  # fmt: skip
         for i, truth in enumerate(solutions[tid]):
             ranked = votes.ranked(tid, i)
-            ranks[tid].append(rank_of(ranked, truth))
+            rank = rank_of(ranked, truth)
+            ranks[tid].append(rank)
             answers[tid].append([c.grid for c in ranked[:2]])
             max_views = max(max_views, votes.num_views(tid, i))
+            grid_in = np.asarray(task["test"][i]["input"], dtype=np.uint8)
             items.append(
                 ReportItem(
                     task_id=tid,
                     test_index=i,
-                    input=np.asarray(task["test"][i]["input"], dtype=np.uint8),
+                    input=grid_in,
                     expected=truth,
                     candidates=ranked,
                     num_views=votes.num_views(tid, i),
                     num_empty=votes.num_empty(tid, i),
+                    demos=demos,
+                    source=info.source,
+                    concept=info.concept,
                 )
             )
+            rows.append(OutputRow(
+                task=tid, test_index=i, source=info.source, concept=info.concept, input_h=grid_in.shape[0],
+                input_w=grid_in.shape[1], output_h=truth.shape[0], output_w=truth.shape[1], demos=len(demos),
+                views=votes.num_views(tid, i), empty_crops=votes.num_empty(tid, i), candidates=len(ranked),
+                correct_rank=rank, winner_votes=ranked[0].votes if ranked else 0,
+                winner_q_halt=ranked[0].mean_q_halt if ranked else None,
+            ))  # fmt: skip
     ks_used = usable_ks(max_views, ks)
     table = pass_at_k(ranks, ks_used)
 
@@ -113,6 +134,7 @@ def finalize(
         "max_views_per_test_input": max_views,
         "empty_crop_fraction": n_empty / n_views if n_views else 0.0,
         "protocol": PROTOCOL,
+        **breakdowns(rows, ks_used),
         **{k: v for k, v in (facts or {}).items()},
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -124,7 +146,9 @@ def finalize(
         **{k: v for k, v in (facts or {}).items()},
         "protocol": PROTOCOL,
     }
-    write_report(out / "report.html", items, table, report_facts, title=title)
+    write_rows_csv(out / "tasks.csv", rows)
+    write_report(out / "report.html", items, table, report_facts, title=title, rows=rows,
+                 groups={k: scores[k] for k in ("by_concept", "by_source", "by_size", "by_shape")})
     write_json_atomic(out / "scores.json", scores, indent=2)
     return scores
 
