@@ -31,6 +31,7 @@ SEED_ON_CPU = (
     "model.dropout=0.0", "model.forward_dtype=float32", "train.max_steps=1", "run.dir=runs/seed",
 )
 EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
+SOLVE_TEST = "tests/test_solve.py::test_new_family_member_is_solved_after_fitting_and_not_before"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
     "pip install torch==2.13.0": ("ci", "pip install -q torch==2.13.0"),
@@ -63,6 +64,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.run preset=cpu-tiny profile.steps=3 profile.torch=true train.max_steps=10": ("run",
                                                                                                   "run.dir=runs/prof"),
     "python -m bench.report": ("ci", "python -m bench.report"),
+    "python -m train.solve task.json [more.json | tasks/ ...] checkpoint=runs/<run>/best solve.steps=300 "
+    "solve.num_aug=8 out=solved": ("test", SOLVE_TEST),
+    "python -m train.run init.from=runs/<run>/best data.path=data/conceptarc init.freeze=none train.max_steps=2000": (
+        "test", "tests/test_init_from.py::test_init_from_maps_rows_by_name_and_starts_a_fresh_run"),
 }
 
 
