@@ -83,3 +83,14 @@ def test_init_from_a_missing_checkpoint_exits_2(source_run):
     result = run(["-m", "train.run", *COMMON, "data.path=data/mixed", "run.dir=runs/bad", "init.from=runs/nothing",
                   "train.max_steps=1"], source_run, check=False)
     assert result.returncode == 2 and "runs/nothing" in result.stderr, result.stderr
+
+
+def test_checkpoint_names_are_found_from_another_working_folder(source_run, monkeypatch, tmp_path):
+    from hrm_fast.checkpoint import load_checkpoint
+    from hrm_fast.solve.rows import checkpoint_names
+
+    monkeypatch.chdir(tmp_path)  # the checkpoint's data.path (data/tasks) is relative to source_run
+    model, config = load_checkpoint(source_run / "runs/src/last")
+    names = checkpoint_names(source_run / "runs/src/last", config, model.num_puzzle_identifiers)
+    assert names == json.loads((source_run / "data/tasks/identifiers.json").read_text())
+    assert checkpoint_names(source_run / "runs/src/last", config, model.num_puzzle_identifiers + 1) is None

@@ -22,9 +22,12 @@ def checkpoint_names(folder: str | Path, config: Config, num_rows: int) -> list[
     """The identifier names of a checkpoint's puzzle table ([num_rows] strings), or None if unknown.
 
     Read from ``<folder>/identifiers.json`` when the checkpoint stores them, else from the
-    ``identifiers.json`` of the dataset its ``config.yaml`` names (``data.path``). A list of the wrong
-    length (another dataset build) counts as unknown."""
-    for path in (Path(folder) / IDENTIFIERS, Path(config.data.path) / IDENTIFIERS):
+    ``identifiers.json`` of the dataset its ``config.yaml`` names (``data.path``; a relative path is also
+    tried from each folder above the checkpoint, i.e. from where its run was started). A list of the
+    wrong length (another dataset build) counts as unknown."""
+    data = Path(config.data.path)
+    above = [] if data.is_absolute() else [up / data for up in Path(folder).resolve().parents]
+    for path in [Path(folder) / IDENTIFIERS] + [d / IDENTIFIERS for d in (data, *above)]:
         if path.is_file():
             try:
                 names = json.loads(path.read_text())

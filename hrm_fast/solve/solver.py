@@ -222,8 +222,8 @@ class Solver:
             model, log = self.fitted_model(group, settings, progress)
             demo = demo_metrics(model, concat_splits([c.demos for c in group], "demonstrations"),
                                 settings.eval_batch_size, self.device, self.amp_dtype)
-            boxes = self._vote(model, concat_splits([c.tests for c in group], "test inputs"), settings, False,
-                               "views")
+            boxes = self._vote(model, concat_splits([c.tests for c in group], "test inputs"), settings, progress,
+                               "predict views")
             seconds = (time.perf_counter() - t0) / len(group)
             for c in group:
                 result = TaskResult(c.task, boxes[c.task.task_id], len(c.names) - 1, log, demo, seconds)
