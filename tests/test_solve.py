@@ -223,7 +223,7 @@ def test_cli_accepts_test_inputs_without_outputs(untrained, tmp_path):
     (tmp_path / "blind.json").write_text(json.dumps(task))
     other = next(iter(sorted((untrained / "tasks").glob("*.json"))[1:]))
     out = run(["-m", "train.solve", "blind.json", str(other), f"checkpoint={untrained / 'ckpt'}", "solve.steps=2",
-               "solve.num_aug=1", "out=out"], tmp_path).stdout
+               "solve.num_aug=1", "solve.group=2", "out=out"], tmp_path).stdout  # both tasks fitted in one batch
     predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert sorted(predictions) == sorted(["blind", other.stem]) and len(predictions["blind"]) == 2
     assert all(sorted(e) == ["attempt_1", "attempt_2"] for e in predictions["blind"])

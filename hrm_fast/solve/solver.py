@@ -200,7 +200,8 @@ class Solver:
         """Predict every row of ``split`` and vote, one box per task."""
         boxes: dict[str, VoteBox] = {t: VoteBox() for t in dict.fromkeys(split.task_ids)}
         rows = np.arange(split.num_rows)
-        for chunk, tokens, q in predict_views(model, split, rows, settings.eval_batch_size,
+        batch = min(settings.eval_batch_size, split.num_rows)  # batches are padded to their size: no more than needed
+        for chunk, tokens, q in predict_views(model, split, rows, batch,
                                               model.config.halt_max_steps, self.device, self.amp_dtype, progress,
                                               desc=desc):
             for tid in dict.fromkeys(split.task_ids[r] for r in chunk):
@@ -220,8 +221,9 @@ class Solver:
             group = copies[start : start + settings.group]
             t0 = time.perf_counter()
             model, log = self.fitted_model(group, settings, progress)
-            demo = demo_metrics(model, concat_splits([c.demos for c in group], "demonstrations"),
-                                settings.eval_batch_size, self.device, self.amp_dtype)
+            demos = concat_splits([c.demos for c in group], "demonstrations")
+            demo = demo_metrics(model, demos, min(settings.eval_batch_size, demos.num_rows), self.device,
+                                self.amp_dtype)
             boxes = self._vote(model, concat_splits([c.tests for c in group], "test inputs"), settings, progress,
                                "predict views")
             seconds = (time.perf_counter() - t0) / len(group)
