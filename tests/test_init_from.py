@@ -10,6 +10,7 @@ import torch
 from test_solve import TINY, family_tasks, run
 
 from hrm_fast.checkpoint import read_weights
+from hrm_fast.data.build import build_dataset
 from hrm_fast.solve.rows import map_rows, mean_row
 
 COMMON = ("preset=cpu-tiny", *TINY, "train.global_batch_size=8", "train.lr_warmup_steps=0", "log.tensorboard=false",
@@ -38,8 +39,7 @@ def source_run(tmp_path_factory) -> Path:
     for p in sorted((work / "other").glob("*.json"))[2:]:
         (work / "mixed" / f"new_{p.name}").write_text(p.read_text())
     for name in ("tasks", "mixed"):
-        run(["-m", "hrm_fast.data.build", "--source", name, "--num-aug", "2", "--max-grid-size", "4", "--out",
-             f"data/{name}", "--no-progress"], work)
+        build_dataset(work / "data" / name, [str(work / name)], num_aug=2, max_grid_size=4, progress=False)
     run(["-m", "train.run", *COMMON, "data.path=data/tasks", "run.dir=runs/src", "train.max_steps=3"], work)
     return work
 

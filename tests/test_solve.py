@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,9 +58,12 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
-def build(cwd: Path, source: str, out: str, num_aug: int = 3) -> None:
-    run(["-m", "hrm_fast.data.build", "--source", source, "--num-aug", str(num_aug), "--max-grid-size", "4",
-         "--out", out, "--no-progress"], cwd)
+def solve_cli(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``python -m train.solve ARGS`` in this process (no interpreter start-up); returns the exit code."""
+    from train.solve import main
+
+    monkeypatch.chdir(cwd)
+    return main(args)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +91,11 @@ def untrained(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> Path:
     """A tiny HRM trained on 24 colour-swap tasks (600 steps), and a new member of the family."""
+    from hrm_fast.data.build import build_dataset
+
     work = tmp_path_factory.mktemp("family")
     family_tasks(work / "tasks")
-    build(work, "tasks", "data/fam")
+    build_dataset(work / "data" / "fam", [str(work / "tasks")], num_aug=3, max_grid_size=4, progress=False)
     run(["-m", "train.run", "preset=cpu-tiny", "data.path=data/fam", "run.dir=runs/fam", *TINY,
          "train.max_steps=600", "train.global_batch_size=32", "train.lr=3e-3", "train.puzzle_emb_lr=0.1",
          "train.lr_warmup_steps=20", "train.lr_min_ratio=1.0", "log.tensorboard=false", "checkpoint.every=1000",
@@ -171,7 +177,7 @@ def test_embedding_mode_keeps_the_network_bit_identical(untrained):
         assert torch.equal(base[key], value), key  # the solver's own model is untouched
         if key != "puzzle_emb.weights":
             assert torch.equal(work[key], value), key  # the fitted copy's network did not move
-    n = value.shape[0] if (value := on_disk["puzzle_emb.weights"]) is not None else 0
+    n = on_disk["puzzle_emb.weights"].shape[0]
     table = work["puzzle_emb.weights"]
     assert torch.equal(table[:n], on_disk["puzzle_emb.weights"])  # trained rows unchanged
     mean = on_disk["puzzle_emb.weights"][1:].mean(0)
@@ -179,15 +185,15 @@ def test_embedding_mode_keeps_the_network_bit_identical(untrained):
     assert not torch.allclose(table[n:], mean.expand(table.shape[0] - n, -1))  # the new rows moved
 
 
-def test_full_mode_trains_a_copy_and_never_writes_the_checkpoint(untrained, tmp_path):
+def test_full_mode_trains_a_copy_and_never_writes_the_checkpoint(untrained, tmp_path, monkeypatch):
     before = tree_digest(untrained / "ckpt")
     solver, model, _ = fitted(untrained, 5, mode="full")
     moved = [k for k, v in model.state_dict().items() if k != "puzzle_emb.weights"
              and not torch.equal(v, solver.model.state_dict()[k])]
     assert moved  # the network trained (on the copy)
     task = next((untrained / "tasks").glob("*.json"))
-    run(["-m", "train.solve", str(task), f"checkpoint={untrained / 'ckpt'}", "solve.mode=full", "solve.steps=3",
-         "solve.num_aug=1", f"out={tmp_path / 'out'}"], tmp_path)
+    assert solve_cli([str(task), f"checkpoint={untrained / 'ckpt'}", "solve.mode=full", "solve.steps=3",
+                      "solve.num_aug=1", f"out={tmp_path / 'out'}"], tmp_path, monkeypatch) == 0
     assert tree_digest(untrained / "ckpt") == before
     assert (tmp_path / "out" / "predictions.json").is_file()
 
@@ -217,13 +223,15 @@ def test_predict_votes_over_the_trained_copies_of_a_known_task(untrained):
         solver.predict(json.loads(path.read_text()), task_id="unknown")
 
 
-def test_cli_accepts_test_inputs_without_outputs(untrained, tmp_path):
+def test_cli_accepts_test_inputs_without_outputs(untrained, tmp_path, monkeypatch, capsys):
     task = json.loads(next((untrained / "tasks").glob("*.json")).read_text())
     task["test"] = [{"input": p["input"]} for p in task["test"]] * 2
     (tmp_path / "blind.json").write_text(json.dumps(task))
     other = next(iter(sorted((untrained / "tasks").glob("*.json"))[1:]))
-    out = run(["-m", "train.solve", "blind.json", str(other), f"checkpoint={untrained / 'ckpt'}", "solve.steps=2",
-               "solve.num_aug=1", "solve.group=2", "out=out"], tmp_path).stdout  # both tasks fitted in one batch
+    code = solve_cli(["blind.json", str(other), f"checkpoint={untrained / 'ckpt'}", "solve.steps=2", "solve.num_aug=1",
+                      "solve.group=2", "out=out"], tmp_path, monkeypatch)  # both tasks fitted in one batch
+    out = capsys.readouterr().out
+    assert code == 0, out
     predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert sorted(predictions) == sorted(["blind", other.stem]) and len(predictions["blind"]) == 2
     assert all(sorted(e) == ["attempt_1", "attempt_2"] for e in predictions["blind"])
@@ -246,11 +254,11 @@ def test_parser_stays_strict_by_default():
 
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("case", ["no_demos", "too_big", "wrong_checkpoint", "no_checkpoint"])
-def test_bad_input_exits_2_naming_the_task(untrained, tmp_path, case):
+def test_bad_input_exits_2_naming_the_task(untrained, tmp_path, monkeypatch, capsys, case):
     good = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[1, 2]]}]}
-    task, ckpt, expect = dict(good), untrained / "ckpt", ""
+    task, ckpt, expect = dict(good), untrained / "ckpt", "checkpoint=CKPT is required"
     if case == "no_demos":
-        task["train"], expect = [], "task bad"
+        task["train"], expect = [], "task bad: missing or empty 'train' list"
     elif case == "too_big":
         task["test"] = [{"input": [[1] * 5] * 5}]
         expect = "task bad .* test pair 0 input is 5x5, larger than the checkpoint's 4x4 canvas"
@@ -261,14 +269,12 @@ def test_bad_input_exits_2_naming_the_task(untrained, tmp_path, case):
         (ckpt / "model.safetensors").write_bytes(b"garbage")
         expect = "cannot read weights"
     (tmp_path / "bad.json").write_text(json.dumps(task))
-    args = ["-m", "train.solve", "bad.json", "out=out"] + ([f"checkpoint={ckpt}"] if case != "no_checkpoint" else [])
-    result = run(args, tmp_path, check=False)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    if expect:
-        import re
-
-        assert re.search(expect, result.stderr), result.stderr
+    args = ["bad.json", "out=out"] + ([f"checkpoint={ckpt}"] if case != "no_checkpoint" else [])
+    code = solve_cli(args, tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert re.search(expect, err), err
     assert not (tmp_path / "out").exists()
 
 
