@@ -71,6 +71,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
 }
 
 
+# Every README ```python block must be the code of one of these files, which the named test runs.
+PYTHON_BLOCKS = {"examples/solve_api.py": "tests/test_solve.py::test_readme_python_api_example_runs"}
+
+
 def readme_commands() -> list[str]:
     """Commands of the README's ```bash blocks: continuation lines joined, comments dropped."""
     text = (ROOT / "README.md").read_text()
@@ -89,6 +93,16 @@ def test_every_readme_command_is_covered():
     assert not missing, f"README commands without a test or CI step (add them to COVERAGE): {missing}"
     stale = [c for c in COVERAGE if c not in readme_commands()]
     assert not stale, f"COVERAGE lists commands no longer in the README: {stale}"
+
+
+def test_every_readme_python_block_is_run():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    for block in blocks:
+        owners = [f for f in PYTHON_BLOCKS if block.strip() in (ROOT / f).read_text()]
+        assert owners, f"README python block not found in any of {list(PYTHON_BLOCKS)} (add it there):\n{block}"
+    for test in PYTHON_BLOCKS.values():
+        path, name = test.split("::")
+        assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), flags=re.M), test
 
 
 def test_ci_runs_the_readme_install_and_test_commands():
