@@ -281,5 +281,19 @@ def test_api_raises_clear_errors(untrained):
     solver = solver_for(untrained / "ckpt")
     with pytest.raises(SolveError, match="task mine .*larger than the checkpoint's 4x4 canvas"):
         solver.solve({"train": [{"input": [[1] * 6], "output": [[1]]}], "test": [{"input": [[1]]}]}, task_id="mine")
+    with pytest.raises(SolveError, match="task empty: missing or empty 'train' list"):
+        solver.solve({"train": [], "test": [{"input": [[1]]}]}, task_id="empty")
     with pytest.raises(ValueError, match="solve.steps"):
         solver.solve({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]]}]}, steps=-1)
+
+
+def test_a_checkpoint_without_puzzle_embedding_is_refused(tmp_path):
+    from hrm_fast.checkpoint import save_checkpoint
+    from hrm_fast.config import load_config
+    from hrm_fast.model import HRM
+    from hrm_fast.solve import SolveError
+
+    config = load_config("cpu-tiny", [*TINY, "model.puzzle_emb_ndim=0"])
+    save_checkpoint(tmp_path / "ckpt", HRM(config.model, vocab_size=12, seq_len=16, num_puzzle_identifiers=1), config)
+    with pytest.raises(SolveError, match="no puzzle embedding"):
+        solver_for(tmp_path / "ckpt")

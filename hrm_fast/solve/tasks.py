@@ -61,8 +61,11 @@ def read_task_paths(paths: list[str]) -> list[ArcTask]:
 
 
 def task_from_dict(raw: Any, task_id: str = "task") -> ArcTask:
-    """An ARC task dict (``{"train": [...], "test": [{"input": ...}, ...]}``) -> ArcTask; DataError if malformed."""
-    return parse_task(raw, task_id, "<python>", test_outputs_optional=True)
+    """An ARC task dict (``{"train": [...], "test": [{"input": ...}, ...]}``) -> ArcTask; SolveError if malformed."""
+    try:
+        return parse_task(raw, task_id, "<python>", test_outputs_optional=True)
+    except DataError as err:
+        raise SolveError(str(err)) from None
 
 
 def check_task(task: ArcTask, canvas: int) -> None:
