@@ -24,6 +24,9 @@ TINY = ("model.hidden_size=64", "model.num_heads=2", "model.expansion=2", "model
         "model.H_cycles=1", "model.L_cycles=1", "model.halt_max_steps=1", "model.puzzle_emb_ndim=64")
 
 
+NEW_SWAPS = ((3, 6), (1, 9), (4, 7), (2, 5))  # the new family members solved by the acceptance test
+
+
 def swap_task(a: int, b: int, rng: np.random.Generator, n_train: int = 4, n_test: int = 1) -> dict:
     """An ARC task whose rule swaps colours a and b; every grid (3x3) holds both."""
     def grid() -> np.ndarray:
@@ -101,7 +104,8 @@ def family(tmp_path_factory) -> Path:
          "train.lr_warmup_steps=20", "train.lr_min_ratio=1.0", "log.tensorboard=false", "checkpoint.every=1000",
          "eval.every=1000"], work)
     (work / "new").mkdir()
-    (work / "new" / "swap36.json").write_text(json.dumps(swap_task(3, 6, np.random.default_rng(1))))
+    for seed, (a, b) in enumerate(NEW_SWAPS, start=1):
+        (work / "new" / f"swap{a}{b}.json").write_text(json.dumps(swap_task(a, b, np.random.default_rng(seed))))
     return work
 
 
@@ -119,26 +123,35 @@ def tree_digest(folder: Path) -> dict[str, tuple[str, int]]:
 # --------------------------------------------------------------------------- the acceptance test
 @pytest.mark.slow
 def test_new_family_member_is_solved_after_fitting_and_not_before(family):
-    new = str(family / "new" / "swap36.json")
-    before = run(["-m", "train.solve", new, "checkpoint=runs/fam/last", "solve.steps=0", "out=o0"], family)
-    after = run(["-m", "train.solve", new, "checkpoint=runs/fam/last", "solve.steps=200", "out=o1"], family)
+    """Four new colour swaps, one batch of tasks (a folder): with the mean row alone (0 steps) none is solved
+    (pass@2), after 200 fitting steps of their rows all are (observed: every right answer ranked first; at 0
+    steps it is not even among the top 3). One of four may miss after fitting, so that a platform's float
+    differences in the 600 training steps cannot fail the test on a near tie."""
+    before = run(["-m", "train.solve", "new", "checkpoint=runs/fam/last", "solve.steps=0", "out=o0"], family)
+    after = run(["-m", "train.solve", "new", "checkpoint=runs/fam/last", "solve.steps=200", "out=o1"], family)
     s0 = json.loads((family / "o0" / "scores.json").read_text())
     s1 = json.loads((family / "o1" / "scores.json").read_text())
+    assert s0["tasks"] == s1["tasks"] == len(NEW_SWAPS)
     assert s0["kaggle"] == 0.0, before.stdout
-    assert s1["kaggle"] == 1.0, after.stdout
-    assert "task swap36:" in after.stdout and "RIGHT" in after.stdout
-    truth = json.loads(Path(new).read_text())["test"][0]["output"]
+    assert s1["kaggle"] >= 0.75, after.stdout
+    assert after.stdout.count(" RIGHT;") == round(4 * s1["kaggle"]) and "task swap36:" in after.stdout
     predictions = json.loads((family / "o1" / "predictions.json").read_text())
-    assert truth in (predictions["swap36"][0]["attempt_1"], predictions["swap36"][0]["attempt_2"])
-    assert (family / "o1" / "swap36" / "report.html").is_file()
-    assert json.loads((family / "o1" / "swap36" / "scores.json").read_text())["pass@2"]["kaggle"] == 1.0
+    solved = 0
+    for a, b in NEW_SWAPS:
+        tid = f"swap{a}{b}"
+        truth = json.loads((family / "new" / f"{tid}.json").read_text())["test"][0]["output"]
+        solved += truth in (predictions[tid][0]["attempt_1"], predictions[tid][0]["attempt_2"])
+        assert (family / "o1" / tid / "report.html").is_file()
+        task_scores = json.loads((family / "o1" / tid / "scores.json").read_text())
+        assert task_scores["pass@2"]["kaggle"] == s1["per_task"][tid]["pass@2"]["kaggle"]
+    assert solved == round(4 * s1["kaggle"])
 
 
 @pytest.mark.slow
 def test_readme_python_api_example_runs(family):
     # tests/test_readme.py::test_every_readme_python_block_is_run checks that this file is the README's block
-    out = run([str(ROOT / "examples" / "solve_api.py"), "runs/fam/last", "new/swap36.json"], family).stdout
-    truth = json.loads((family / "new" / "swap36.json").read_text())["test"][0]["output"]
+    out = run([str(ROOT / "examples" / "solve_api.py"), "runs/fam/last", "new/swap47.json"], family).stdout
+    truth = json.loads((family / "new" / "swap47.json").read_text())["test"][0]["output"]
     assert "test 0 attempt 1:" in out and str(truth) in out, out
 
 

@@ -67,7 +67,9 @@ def solve_config(overrides: dict[str, Any] | None = None) -> SolveConfig:
     try:
         return SolveConfig.model_validate(overrides or {})
     except ValidationError as err:
-        problems = "; ".join(f"solve.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"unknown key solve.{e['loc'][0]}" if e["type"] == "extra_forbidden" else
+                             f"solve.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in err.errors())
         raise ConfigError(f"{problems} (allowed: {', '.join(SolveConfig.model_fields)})") from None
 
 
