@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from hrm_fast.config import Config
     from hrm_fast.model import HRM
+    from hrm_fast.solve import Solver
 
 
 def load_checkpoint(path: Any, device: Any = "cpu") -> tuple[HRM, Config]:
@@ -18,4 +19,13 @@ def load_checkpoint(path: Any, device: Any = "cpu") -> tuple[HRM, Config]:
     return _load(path, device)
 
 
-__all__ = ["__version__", "load_checkpoint"]
+def __getattr__(name: str) -> Any:
+    """Lazy exports: ``hrm_fast.Solver`` (see :mod:`hrm_fast.solve`) is imported on first use."""
+    if name == "Solver":
+        from hrm_fast.solve import Solver
+
+        return Solver
+    raise AttributeError(f"module 'hrm_fast' has no attribute {name!r}")
+
+
+__all__ = ["Solver", "__version__", "load_checkpoint"]

@@ -166,6 +166,16 @@ class ProfileConfig(_Section):
     torch: bool = False
 
 
+class InitConfig(_Section):
+    """Start a new run from a checkpoint's weights (``init.from=CKPT``); see :mod:`hrm_fast.solve.init`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    from_: str | None = Field(None, alias="from", description="checkpoint folder (or run folder: its best, else last)")
+    freeze: Literal["none", "network", "embedding"] = Field(
+        "none", description="what does not train: none, network (only puzzle rows train) or embedding (the table)")
+
+
 class Config(_Section):
     preset: str = "custom"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -180,6 +190,7 @@ class Config(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -193,13 +204,18 @@ def _format_errors(err: ValidationError, model: type[BaseModel]) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "<config>"
         if e["type"] == "extra_forbidden":
             section = _section_for(model, e["loc"][:-1])
-            allowed = ", ".join(section.model_fields) if section is not None else "?"
+            allowed = ", ".join(_keys(section)) if section is not None else "?"
             lines.append(f"unknown key {key!r} (allowed here: {allowed})")
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             lines.append(f"{key}: {e['msg']}{shown}")
     return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a section accepts in YAML and overrides (a field's alias when it has one, e.g. init.from)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _section_for(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -254,10 +270,10 @@ def _set_dotted(data: dict[str, Any], path: list[str], value: Any, original: str
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {original!r}: {'.'.join(path[: i + 1])} is not a section")
-    if model is not None and path[-1] not in model.model_fields:
+    if model is not None and path[-1] not in _keys(model):
         where = ".".join(path[:-1]) or "top level"
         raise ConfigError(
-            f"override {original!r}: unknown key {path[-1]!r} in {where} (allowed: {', '.join(model.model_fields)})"
+            f"override {original!r}: unknown key {path[-1]!r} in {where} (allowed: {', '.join(_keys(model))})"
         )
     node[path[-1]] = value
 
@@ -303,7 +319,7 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    return config.model_dump(mode="json")
+    return config.model_dump(mode="json", by_alias=True)
 
 
 def config_to_yaml(config: Config) -> str:

@@ -68,6 +68,10 @@ class Trainer:
         torch.manual_seed(tc.seed + dist.rank)  # model init is broadcast from rank 0; this seeds dropout per rank
         self._build_data()
         self._build_model()
+        if config.init.from_ is not None:  # a new run from a checkpoint's weights (a resume loads its own)
+            from hrm_fast.solve.init import init_from_checkpoint
+
+            init_from_checkpoint(self, load_weights=self.resume_from is None)
         self.step = 0
         self.best_metric: float | None = None
         self.last_saved_step: int | None = None

