@@ -3,9 +3,17 @@ EMA (update, compiled step, checkpoints, exact resume, evaluation), import of TR
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import yaml
+from test_train_run import TINY_RUN, _env, _losses, _run, _train_cmd, _weights, tiny_data  # noqa: F401
 
 from hrm_fast import checkpoint as ck
 from hrm_fast.config import ConfigError, ModelConfig, TrainConfig, load_config
@@ -17,6 +25,7 @@ from hrm_fast.optim import build_optimizers, set_lr
 from hrm_fast.step import TrainStep
 
 VOCAB, SEQ, IDS, PREFIX = 12, 9, 20, 3
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(**kw) -> ModelConfig:
@@ -251,7 +260,7 @@ def test_ema_update_and_applied():
 
 
 def small(**kw) -> HRM:  # few unrolled blocks: keeps the CPU compile short
-    return make(L_layers=1, H_cycles=2, L_cycles=2, halt_max_steps=3, halt_exploration_prob=0.5, **kw)
+    return make(L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=3, halt_exploration_prob=0.5, **kw)
 
 
 def _steps(model: HRM, compile: bool, steps: int = 5) -> tuple[list[float], EMA]:
@@ -392,3 +401,81 @@ def test_trm_on_triton_ops_matches_reference_ops():
     for name, g in ref_g.items():
         torch.testing.assert_close(tri_g[name], g, rtol=1e-3, atol=1e-5, msg=name)
 
+
+
+# --------------------------------------------------------------------------- python -m train.run model.arch=trm
+# The tiny 6x6 dataset (fixture ``tiny_data``) and the subprocess helpers are the HRM end-to-end tests' own.
+TRM_RUN = TINY_RUN + ["model.arch=trm", "model.bootstrap_q=false", "model.puzzle_emb_tokens=2", "model.H_cycles=2",
+                      "model.L_cycles=2", "train.ema=true", "train.ema_decay=0.9", "train.lr=3e-3"]
+TRM_STEPS = 24
+
+
+def _ema(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "last" / "ema.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def trm_reference_run(tiny_data, tmp_path_factory) -> tuple[Path, Path]:  # noqa: F811
+    """An uninterrupted TRM run with EMA (checkpoint every 3 steps): (run folder, folder of its final weights)."""
+    base = tmp_path_factory.mktemp("trm_reference")
+    run, weights = base / "run", base / "weights"
+    res = _run(TRM_RUN + [f"data.path={tiny_data}", f"train.max_steps={TRM_STEPS}", "checkpoint.every=3",
+                          f"run.dir={run}"], HRM_FAST_TEST_DUMP_WEIGHTS=str(weights))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run, weights
+
+
+def test_trm_training_run_learns_and_keeps_ema(trm_reference_run):
+    from hrm_fast.distributed import DistInfo
+    from hrm_fast.validate import evaluate_split
+
+    run, weights = trm_reference_run
+    losses = _losses(run)
+    assert sorted(losses) == list(range(1, TRM_STEPS + 1))
+    first, last = np.mean([losses[s] for s in range(1, 5)]), np.mean([losses[s] for s in range(TRM_STEPS - 3,
+                                                                                               TRM_STEPS + 1)])
+    assert last < 0.9 * first, (first, last)
+    online, ema = _weights(weights), _ema(run)
+    assert set(ema) == {k for k in online if k != "puzzle_emb.weights" and not k.endswith("_init")}
+    assert all(not torch.equal(ema[k], online[k]) for k in ema)  # the average lags the weights
+    # the end-of-run validation used the EMA weights: the checkpoint's EMA model reproduces the logged metrics
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = next(r for r in logged if "val/accuracy" in r and r["step"] == TRM_STEPS)
+    model, cfg = ck.load_checkpoint(run / "last")
+    got = evaluate_split(model, cfg, DistInfo(0, 1, 0, torch.device("cpu")), "val", show_progress=False)
+    for k, v in got.items():
+        assert logged[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+    plain, _ = ck.load_checkpoint(run / "last", ema=False)
+    other = evaluate_split(plain, cfg, DistInfo(0, 1, 0, torch.device("cpu")), "val", show_progress=False)
+    assert other != got
+
+
+def test_trm_sigterm_then_resume_is_bit_identical_with_ema(tiny_data, trm_reference_run, tmp_path):  # noqa: F811
+    run, weights = tmp_path / "run", tmp_path / "weights"
+    args = TRM_RUN + [f"data.path={tiny_data}", f"train.max_steps={TRM_STEPS}", "checkpoint.every=3",
+                      f"run.dir={run}"]
+    proc = subprocess.Popen(_train_cmd(args), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    stopped_at = int(out.split("stopped by SIGTERM at step ")[1].split(":")[0])
+    assert 5 <= stopped_at < TRM_STEPS and (run / "last" / "ema.safetensors").exists()
+
+    res = _run(args + ["run.resume=auto"], HRM_FAST_TEST_DUMP_WEIGHTS=str(weights))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed from {run / 'last'} at step {stopped_at}" in res.stdout
+    ref_run, ref_weights = trm_reference_run
+    assert _losses(run) == _losses(ref_run)  # exact: same floats, step for step
+    for got, want in ((_weights(weights), _weights(ref_weights)), (_ema(run), _ema(ref_run))):
+        assert got.keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[k], want[k]), k
