@@ -324,6 +324,10 @@ def test_checkpoint_keeps_ema_and_evaluation_loads_it(tmp_path):
         assert torch.equal(p, ema.shadow[ema.names.index(n)]), n
         assert torch.equal(dict(online.named_parameters())[n], dict(model.named_parameters())[n]), n
     assert torch.equal(averaged.puzzle_emb.weights, model.puzzle_emb.weights)
+    from hrm_fast.eval.pipeline import load_for_eval  # train.evaluate's loader: the EMA weights too
+
+    evaluated, _, _ = load_for_eval(tmp_path / "c", torch.device("cpu"))
+    assert all(torch.equal(p, ema.shadow[ema.names.index(n)]) for n, p in evaluated.named_parameters())
     fresh = EMA(model, 0.5)
     assert ck.load_ema_state(fresh, tmp_path / "c")
     assert all(torch.equal(x, y) for x, y in zip(fresh.shadow, ema.shadow))
@@ -479,3 +483,14 @@ def test_trm_sigterm_then_resume_is_bit_identical_with_ema(tiny_data, trm_refere
         assert got.keys() == want.keys()
         for k in want:
             assert torch.equal(got[k], want[k]), k
+
+
+def test_train_evaluate_scores_a_trm_checkpoint(trm_reference_run, tmp_path, capsys):
+    from train.evaluate import main
+
+    run, _ = trm_reference_run
+    out = tmp_path / "eval"
+    assert main([f"checkpoint={run}", f"out={out}", "eval.views=1", "progress=false"]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["views"] > 0 and 0.0 <= scores["kaggle"]["pass@1"] <= 1.0
+    assert "kaggle" in capsys.readouterr().out
