@@ -58,7 +58,7 @@ def runner(_preset: str, impl: str):  # noqa: ANN201 -- the callable of bench.te
     return run
 
 
-@pytest.mark.parametrize("impl", ["hrm", "trm", "trm-compiled"])  # hrm-compiled: test_train_step's fast-compiled
+@pytest.mark.parametrize("impl", ["hrm", "trm"])  # compiled paths: the CLI (a TRM compile takes minutes on CPU)
 def test_trm_step(benchmark, impl):
     cfg, rows = bench_config(impl)
     t0 = time.perf_counter()

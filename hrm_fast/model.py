@@ -158,6 +158,7 @@ class HRMInner(nn.Module):
 
     @staticmethod
     def blocks(config: ModelConfig, n: int) -> list[Block]:
+        """``n`` fresh post-norm attention blocks of ``config``'s sizes."""
         args = (config.hidden_size, config.num_heads, config.intermediate_size, config.rms_norm_eps, config.dropout)
         return [Block(*args) for _ in range(n)]
 

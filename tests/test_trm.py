@@ -22,7 +22,7 @@ from hrm_fast.flops import block_params, config_flops
 from hrm_fast.losses import act_loss
 from hrm_fast.model import HRM
 from hrm_fast.optim import build_optimizers, set_lr
-from hrm_fast.step import TrainStep
+from hrm_fast.step import EvalStep, TrainStep
 
 VOCAB, SEQ, IDS, PREFIX = 12, 9, 20, 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,6 +287,10 @@ def test_compiled_trm_step_with_ema_has_no_graph_breaks_and_matches_eager_for_5_
         report = torch._dynamo.explain(step._body)()
     assert report.graph_break_count == 0, report.break_reasons
     assert report.graph_count == 1
+    evaluator = EvalStep(model.eval(), 4, "cpu", compile=False)
+    evaluator.start(batch(4, 0))
+    report = torch._dynamo.explain(evaluator._body)()
+    assert report.graph_break_count == 0, report.break_reasons
 
     a, b = small().train(), small().train()
     want, ema_a = _steps(a, compile=False)
