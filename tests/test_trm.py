@@ -263,16 +263,18 @@ def small(**kw) -> HRM:  # few unrolled blocks: keeps the CPU compile short
     return make(L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=3, halt_exploration_prob=0.5, **kw)
 
 
-def _steps(model: HRM, compile: bool, steps: int = 5) -> tuple[list[float], EMA]:
+def _steps(model: HRM, compile: bool, steps: int = 5, device: str = "cpu", cuda_graph: bool = False
+           ) -> tuple[list[float], EMA]:
     tc = TrainConfig(global_batch_size=4, lr=1e-3, lr_warmup_steps=3, max_steps=10, grad_clip=1.0)
     opts = build_optimizers(model, tc)
     ema = EMA(model, 0.8)
-    step = TrainStep(model, opts, [model.initial_carry(4)], loss_type="stablemax", global_batch_size=4,
-                     grad_clip=1.0, compile=compile, ema=ema)
+    step = TrainStep(model, opts, [model.initial_carry(4, device)], loss_type="stablemax", global_batch_size=4,
+                     grad_clip=1.0, compile=compile, cuda_graph=cuda_graph, ema=ema)
     losses = []
     for s in range(steps):
         set_lr(opts, s + 1, 10, tc)
-        out = step(batch(4, s), *draws(4, s, 3))
+        explore, min_steps = draws(4, s, 3)
+        out = step({k: v.to(device) for k, v in batch(4, s).items()}, explore.to(device), min_steps.to(device))
         losses.append(float(out.loss_sum))
     return losses, ema
 
@@ -303,6 +305,17 @@ def test_compiled_trm_step_with_ema_has_no_graph_breaks_and_matches_eager_for_5_
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=n)
     moved = [not torch.equal(s, p) for s, p in zip(ema_a.shadow, ema_a.params)]
     assert any(moved)  # the average lags the weights
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graph_trm_step_with_ema_replays_like_eager(compile):
+    a, b = small().cuda().train(), small().cuda().train()
+    want, ema_a = _steps(a, compile=False, device="cuda", cuda_graph=False)
+    got, ema_b = _steps(b, compile=compile, device="cuda", cuda_graph=True)
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-4)
+    for n, x, y in zip(ema_a.names, ema_a.shadow, ema_b.shadow):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4, msg=n)
 
 
 # --------------------------------------------------------------------------- checkpoints: EMA, import-trm
