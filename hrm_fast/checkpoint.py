@@ -6,12 +6,15 @@ Our checkpoint is a directory:
   ``vocab_size``, ``seq_len`` and ``num_puzzle_identifiers`` (what the config does not say).
 - ``config.yaml``: the resolved :class:`hrm_fast.config.Config`.
 - ``state.pt`` (optional): training state, loadable with ``torch.load(weights_only=True)``.
+- ``ema.safetensors`` (runs with ``train.ema``): the moving average of every trainable parameter, keyed as in
+  ``model.safetensors``; :func:`load_checkpoint` (evaluation) uses it, resume restores it.
 It is written into a temporary sibling folder, fsynced, then renamed into place; an existing
 checkpoint of the same name is replaced only after the new one is complete.
 
 CLI: ``python -m hrm_fast.checkpoint import-hrm STEP_FILE --hrm-config all_config.yaml --out DIR``
 converts a checkpoint of sapientinc/HRM (a ``state_dict`` saved by ``pretrain.py``, usually with
-``_orig_mod.`` prefixes from torch.compile) into our format.
+``_orig_mod.`` prefixes from torch.compile) into our format; ``import-trm STEP_FILE --trm-config
+all_config.yaml --out DIR`` does the same for SamsungSAILMontreal/TinyRecursiveModels (same key layout).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_yaml, load_config
+from hrm_fast.ema import EMA
 from hrm_fast.model import HRM
 
 FORMAT = "hrm_fast"
@@ -38,6 +42,7 @@ FORMAT_VERSION = "1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 STATE = "state.pt"
+EMA_WEIGHTS = "ema.safetensors"
 
 
 class CheckpointError(RuntimeError):
@@ -54,9 +59,11 @@ def _fsync_path(path: Path) -> None:
 
 
 def save_checkpoint(
-    path: str | Path, model: HRM, config: Config, state: dict[str, Any] | None = None
+    path: str | Path, model: HRM, config: Config, state: dict[str, Any] | None = None,
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model`` (+ ``config``, optional training ``state``) to the directory ``path`` atomically."""
+    """Write ``model`` (+ ``config``, optional training ``state`` and EMA weights) to the directory ``path``
+    atomically."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -70,6 +77,9 @@ def save_checkpoint(
             "num_puzzle_identifiers": str(model.num_puzzle_identifiers),
         }
         save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
+        if ema is not None:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in ema.items()}, str(tmp / EMA_WEIGHTS),
+                      metadata={"format": FORMAT, "format_version": FORMAT_VERSION})
         (tmp / CONFIG).write_text(config_to_yaml(config))
         if state is not None:
             torch.save(state, tmp / STATE)
@@ -114,9 +124,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, metadata
 
 
-def load_state_into(model: HRM, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model``; refuses missing/unexpected keys and shape mismatches, naming them."""
-    expected = model.state_dict()
+def check_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """CheckpointError naming the missing/unexpected keys and shape mismatches of ``tensors`` vs ``expected``."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     shapes = [
@@ -133,13 +142,48 @@ def load_state_into(model: HRM, tensors: dict[str, torch.Tensor], source: str) -
         if shapes:
             parts.append("shape mismatches: " + "; ".join(shapes))
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(parts))
+
+
+def load_state_into(model: HRM, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``model``; refuses missing/unexpected keys and shape mismatches, naming them."""
+    expected = model.state_dict()
+    check_fits(expected, tensors, source)
     with torch.no_grad():
         for k, v in expected.items():
             v.copy_(tensors[k].to(v.dtype))
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[HRM, Config]:
-    """Build the model described by checkpoint ``path`` and load its weights; returns (model, config)."""
+def load_ema_into(model: HRM, folder: Path) -> bool:
+    """Overwrite ``model``'s trainable parameters with ``folder/ema.safetensors`` when it exists (True then).
+
+    The file must hold exactly the trainable parameters (names and shapes), else CheckpointError naming them."""
+    file = folder / EMA_WEIGHTS
+    if not file.exists():
+        return False
+    tensors, _ = read_weights(file)
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    check_fits(params, tensors, str(file))
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(tensors[k].to(p.dtype))
+    return True
+
+
+def load_ema_state(ema: EMA, folder: str | Path) -> bool:
+    """Restore ``ema``'s averages from ``folder/ema.safetensors`` (False when the checkpoint has none)."""
+    file = _resolve(folder) / EMA_WEIGHTS
+    if not file.exists():
+        return False
+    tensors, _ = read_weights(file)
+    check_fits(dict(zip(ema.names, ema.shadow)), tensors, str(file))
+    ema.load_state_dict(tensors)
+    return True
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> tuple[HRM, Config]:
+    """Build the model described by checkpoint ``path`` and load its weights; returns (model, config).
+
+    ``ema``: use the checkpoint's EMA weights (``ema.safetensors``) when it has them, as evaluation should."""
     folder = _resolve(path)
     cfg_file = folder / CONFIG
     if not cfg_file.exists():
@@ -158,6 +202,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"{folder / WEIGHTS}: metadata lacks model dimensions ({exc})") from None
     model = HRM(config.model, **dims)
     load_state_into(model, tensors, str(folder / WEIGHTS))
+    if ema:
+        load_ema_into(model, folder)
     return model.to(device), config
 
 
@@ -223,15 +269,22 @@ _TRAIN_KEYS = (
 _LOSS_TYPES = {"stablemax_cross_entropy": "stablemax", "softmax_cross_entropy": "softmax"}
 
 
-def config_from_hrm(hrm_config: dict[str, Any]) -> Config:
-    """Our Config from HRM's ``all_config.yaml`` (a ``hrm-paper`` preset with the file's values)."""
-    arch = hrm_config.get("arch") or {}
+def _arch_overrides(arch: dict[str, Any]) -> list[str]:
     overrides = [f"model.{k}={json.dumps(arch[k])}" for k in _ARCH_KEYS if k in arch]
     loss = (arch.get("loss") or {}).get("loss_type")
     if loss is not None:
         if loss not in _LOSS_TYPES:
             raise ConfigError(f"arch.loss.loss_type {loss!r}: expected one of {', '.join(_LOSS_TYPES)}")
         overrides.append(f"model.loss_type={_LOSS_TYPES[loss]}")
+    return overrides
+
+
+def config_from_hrm(hrm_config: dict[str, Any]) -> Config:
+    """Our Config from HRM's ``all_config.yaml`` (a ``hrm-paper`` preset with the file's values)."""
+    arch = hrm_config.get("arch") or {}
+    if "trm" in str(arch.get("name", "")).split("@")[0]:
+        raise ConfigError(f"arch.name {arch['name']!r} is a TRM model: use import-trm")
+    overrides = _arch_overrides(arch)
     overrides += [f"train.{k}={json.dumps(hrm_config[k])}" for k in _TRAIN_KEYS if hrm_config.get(k) is not None]
     if "data_path" in hrm_config:
         overrides.append(f"data.path={json.dumps(str(hrm_config['data_path']))}")
@@ -249,14 +302,91 @@ def to_hrm_config(config: Config) -> dict[str, Any]:
     return out
 
 
-def _seq_len_for(hrm_config: dict[str, Any], tensors: dict[str, torch.Tensor], prefix_len: int) -> tuple[int, str]:
+# TRM (SamsungSAILMontreal/TinyRecursiveModels config/arch/trm.yaml, pretrain.py): HRM's keys, plus these.
+# The state-dict layout is HRM's (model.inner.L_level.layers.N..., mlp_t.* for its sequence-MLP blocks).
+_TRM_ARCH = {"puzzle_emb_len": "puzzle_emb_tokens", "mlp_t": "mlp_t"}
+_TRM_TRAIN = {"ema": "ema", "ema_rate": "ema_decay"}
+
+
+def config_from_trm(trm_config: dict[str, Any]) -> Config:
+    """Our Config from TRM's ``all_config.yaml`` (a ``trm-paper`` preset with the file's values).
+
+    TRM's ``no_ACT_continue`` becomes ``model.bootstrap_q = not no_ACT_continue``; its ``H_layers`` is unused."""
+    arch = trm_config.get("arch") or {}
+    name = str(arch.get("name", ""))
+    if "trm" not in name.split("@")[0]:
+        raise ConfigError(f"arch.name {name!r} is not TRM's (recursive_reasoning.trm@...); for HRM use import-hrm")
+    overrides = _arch_overrides({k: v for k, v in arch.items() if k != "H_layers"})
+    overrides += [f"model.{ours}={json.dumps(arch[k])}" for k, ours in _TRM_ARCH.items() if k in arch]
+    if "no_ACT_continue" in arch:
+        overrides.append(f"model.bootstrap_q={json.dumps(not arch['no_ACT_continue'])}")
+    overrides += [f"train.{k}={json.dumps(trm_config[k])}" for k in _TRAIN_KEYS if trm_config.get(k) is not None]
+    overrides += [f"train.{ours}={json.dumps(trm_config[k])}" for k, ours in _TRM_TRAIN.items() if k in trm_config]
+    paths = trm_config.get("data_paths") or []
+    if paths:
+        overrides.append(f"data.path={json.dumps(str(paths[0]))}")
+    config = load_config("trm-paper", overrides)
+    return config.model_copy(update={"preset": "imported-trm"})
+
+
+def to_trm_config(config: Config) -> dict[str, Any]:
+    """The inverse of :func:`config_from_trm` (a TRM ``all_config.yaml`` dict), for tests and export."""
+    out = to_hrm_config(config)
+    arch = out["arch"]
+    arch["name"] = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+    arch["H_layers"] = 0
+    arch.update({k: getattr(config.model, ours) for k, ours in _TRM_ARCH.items()})
+    arch["no_ACT_continue"] = not config.model.bootstrap_q
+    out.update({k: getattr(config.train, ours) for k, ours in _TRM_TRAIN.items()})
+    out["data_paths"] = [out.pop("data_path")]
+    return out
+
+
+def _seq_len_for(run_config: dict[str, Any], tensors: dict[str, torch.Tensor], prefix_len: int) -> tuple[int, str]:
     """(grid tokens, where the number came from)."""
     if "inner.embed_pos.weight" in tensors:
         return tensors["inner.embed_pos.weight"].shape[0] - prefix_len, "the learned position table"
-    meta = Path(str(hrm_config.get("data_path", ""))) / "train" / "dataset.json"
-    if meta.exists():
-        return int(json.loads(meta.read_text())["seq_len"]), str(meta)
+    for data_path in [run_config.get("data_path"), *(run_config.get("data_paths") or [])]:
+        meta = Path(str(data_path or "")) / "train" / "dataset.json"
+        if data_path and meta.exists():
+            return int(json.loads(meta.read_text())["seq_len"]), str(meta)
     return 900, "the default for 30x30 ARC grids (pass --seq-len for other tasks, e.g. 81 for Sudoku)"
+
+
+def _import_original(step_file: str | Path, config_file: str | Path, out: str | Path, seq_len: int | None,
+                     arch: str) -> tuple[HRM, Config]:
+    """import-hrm / import-trm: read the run's config and state dict, map the keys, check, write ours."""
+    step_file, config_file = Path(step_file), Path(config_file)
+    try:
+        run_config = yaml.safe_load(config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{config_file}: cannot read {arch.upper()} config ({exc})") from None
+    try:
+        config = config_from_trm(run_config) if arch == "trm" else config_from_hrm(run_config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{config_file}: {exc}") from None
+    try:
+        raw = torch.load(step_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{step_file}: cannot read checkpoint ({exc})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw = raw["model"]  # {"model": state_dict, "optimizers": ..., "step": ...} (TRM forks with resume)
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{step_file}: expected a state_dict (name -> tensor)")
+    tensors = hrm_to_ours(raw)
+    if "inner.embed_tokens.weight" not in tensors:
+        raise CheckpointError(f"{step_file}: no embed_tokens.embedding_weight; not an {arch.upper()} ACT v1 checkpoint")
+    vocab = tensors["inner.embed_tokens.weight"].shape[0]
+    ids = tensors["puzzle_emb.weights"].shape[0] if "puzzle_emb.weights" in tensors else 1
+    if seq_len is None:
+        seq_len, source = _seq_len_for(run_config, tensors, config.model.puzzle_emb_len)
+        print(f"note: seq_len {seq_len} taken from {source}", file=sys.stderr)
+    if int(seq_len**0.5) ** 2 == seq_len and seq_len <= 900:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"max_grid_size": int(seq_len**0.5)})})
+    model = HRM(config.model, vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=ids)
+    load_state_into(model, tensors, str(step_file))
+    save_checkpoint(out, model, config)
+    return model, config
 
 
 def import_hrm(
@@ -267,48 +397,32 @@ def import_hrm(
     vocab_size and num_puzzle_identifiers come from the tensor shapes; seq_len from learned
     positions, else ``seq_len``, else ``<data_path>/train/dataset.json``, else 900 (30x30 ARC).
     """
-    step_file, hrm_config_file = Path(step_file), Path(hrm_config_file)
-    try:
-        hrm_config = yaml.safe_load(hrm_config_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{hrm_config_file}: cannot read HRM config ({exc})") from None
-    try:
-        config = config_from_hrm(hrm_config)
-    except ConfigError as exc:
-        raise CheckpointError(f"{hrm_config_file}: {exc}") from None
-    try:
-        raw = torch.load(step_file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{step_file}: cannot read checkpoint ({exc})") from None
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{step_file}: expected a state_dict (name -> tensor)")
-    tensors = hrm_to_ours(raw)
-    if "inner.embed_tokens.weight" not in tensors:
-        raise CheckpointError(f"{step_file}: no embed_tokens.embedding_weight; not an HRM ACT v1 checkpoint")
-    vocab = tensors["inner.embed_tokens.weight"].shape[0]
-    ids = tensors["puzzle_emb.weights"].shape[0] if "puzzle_emb.weights" in tensors else 1
-    if seq_len is None:
-        seq_len, source = _seq_len_for(hrm_config, tensors, config.model.puzzle_emb_len)
-        print(f"note: seq_len {seq_len} taken from {source}", file=sys.stderr)
-    if int(seq_len**0.5) ** 2 == seq_len and seq_len <= 900:
-        config = config.model_copy(update={"data": config.data.model_copy(update={"max_grid_size": int(seq_len**0.5)})})
-    model = HRM(config.model, vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=ids)
-    load_state_into(model, tensors, str(step_file))
-    save_checkpoint(out, model, config)
-    return model, config
+    return _import_original(step_file, hrm_config_file, out, seq_len, "hrm")
+
+
+def import_trm(
+    step_file: str | Path, trm_config_file: str | Path, out: str | Path, seq_len: int | None = None
+) -> tuple[HRM, Config]:
+    """Convert a TRM checkpoint (+ its ``all_config.yaml``) into our format at ``out``, as :func:`import_hrm`.
+
+    TRM saves the EMA weights when ``ema=True``; they become the imported model's weights."""
+    return _import_original(step_file, trm_config_file, out, seq_len, "trm")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hrm_fast.checkpoint", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import-hrm", help="convert an original HRM checkpoint into hrm_fast's format")
-    imp.add_argument("step_file", help="HRM checkpoint file (e.g. checkpoints/.../step_414456)")
-    imp.add_argument("--hrm-config", required=True, help="the run's all_config.yaml")
-    imp.add_argument("--out", required=True, help="output checkpoint directory")
-    imp.add_argument("--seq-len", type=int, default=None, help="grid tokens (default: from data_path or 900)")
+    for arch in ("hrm", "trm"):
+        imp = sub.add_parser(f"import-{arch}", help=f"convert an original {arch.upper()} checkpoint into hrm_fast's "
+                             "format")
+        imp.add_argument("step_file", help=f"{arch.upper()} checkpoint file (e.g. checkpoints/.../step_414456)")
+        imp.add_argument(f"--{arch}-config", required=True, dest="run_config", help="the run's all_config.yaml")
+        imp.add_argument("--out", required=True, help="output checkpoint directory")
+        imp.add_argument("--seq-len", type=int, default=None, help="grid tokens (default: from data_path or 900)")
     args = parser.parse_args(argv)
+    convert = import_trm if args.command == "import-trm" else import_hrm
     try:
-        model, config = import_hrm(args.step_file, args.hrm_config, args.out, args.seq_len)
+        model, config = convert(args.step_file, args.run_config, args.out, args.seq_len)
     except (CheckpointError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

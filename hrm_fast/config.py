@@ -28,13 +28,21 @@ class ConfigError(ValueError):
     """A preset or override that cannot be used; the message names the key and what is allowed."""
 
 
+def swiglu_inner(width: int, expansion: float) -> int:
+    """SwiGLU inner size for input width ``width``: round(expansion * width * 2/3) rounded up to a multiple of 256."""
+    return -(-round(expansion * width * 2 / 3) // 256) * 256
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(_Section):
-    """The HRM architecture (reference/hrm.md §1) plus hrm_fast's options."""
+    """The HRM architecture (reference/hrm.md §1), TRM's (``arch: trm``, §7) and hrm_fast's options."""
 
+    arch: Literal["hrm", "trm"] = Field(
+        "hrm", description="hrm: H and L modules, 1-step gradient; trm: one L_layers network for both updates, "
+        "the whole last cycle back-propagated (H_layers unused)")
     hidden_size: int = Field(512, gt=0)
     num_heads: int = Field(8, gt=0)
     expansion: float = Field(4.0, gt=0)
@@ -45,12 +53,17 @@ class ModelConfig(_Section):
     halt_max_steps: int = Field(16, ge=1)
     halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
     puzzle_emb_ndim: int = Field(512, ge=0, description="0 = no puzzle embedding")
-    pos_encodings: Literal["rope", "learned"] = "rope"
+    puzzle_emb_tokens: int = Field(
+        0, ge=0, description="puzzle prefix tokens (TRM's puzzle_emb_len; TRM uses 16); 0 = "
+        "ceil(puzzle_emb_ndim / hidden_size), HRM's rule (1 token)")
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"
     rope_theta: float = Field(10000.0, gt=0)
     rms_norm_eps: float = Field(1e-5, gt=0)
     forward_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     loss_type: Literal["stablemax", "softmax"] = "stablemax"
-    bootstrap_q: bool = Field(True, description="HRM's extra no-grad inner pass for the target Q-continue")
+    bootstrap_q: bool = Field(True, description="HRM's extra no-grad inner pass for the target Q-continue; with "
+                              "arch trm, false = TRM's no_ACT_continue (halt when q_halt > 0, no Q-continue loss)")
+    mlp_t: bool = Field(False, description="trm only: an MLP over the sequence axis instead of attention (TRM mlp_t)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on attention and MLP outputs, training only")
     grad_checkpoint: bool = Field(False, description="recompute the with-grad blocks in backward")
     ops: Literal["auto", "reference", "triton"] = "auto"
@@ -61,6 +74,14 @@ class ModelConfig(_Section):
             raise ValueError(f"model.num_heads={self.num_heads} must divide model.hidden_size={self.hidden_size}")
         if (self.hidden_size // self.num_heads) % 2:
             raise ValueError("model.hidden_size / model.num_heads (head_dim) must be even for RoPE")
+        if self.mlp_t and self.arch != "trm":
+            raise ValueError("model.mlp_t=true needs model.arch=trm")
+        if self.puzzle_emb_tokens and self.puzzle_emb_tokens * self.hidden_size < self.puzzle_emb_ndim:
+            raise ValueError(f"model.puzzle_emb_tokens={self.puzzle_emb_tokens} tokens cannot hold "
+                             f"model.puzzle_emb_ndim={self.puzzle_emb_ndim} (hidden_size {self.hidden_size})")
+        if self.puzzle_emb_tokens and not self.puzzle_emb_ndim:
+            raise ValueError("model.puzzle_emb_tokens > 0 needs model.puzzle_emb_ndim > 0 (the prefix holds the "
+                             "puzzle vector)")
         return self
 
     @property
@@ -69,14 +90,13 @@ class ModelConfig(_Section):
 
     @property
     def puzzle_emb_len(self) -> int:
-        """Number of prefix tokens the puzzle embedding occupies: ceil(puzzle_emb_ndim / hidden_size)."""
-        return math.ceil(self.puzzle_emb_ndim / self.hidden_size)
+        """Prefix tokens the puzzle embedding occupies: ``puzzle_emb_tokens``, else ceil(puzzle_emb_ndim / hidden)."""
+        return self.puzzle_emb_tokens or math.ceil(self.puzzle_emb_ndim / self.hidden_size)
 
     @property
     def intermediate_size(self) -> int:
-        """SwiGLU inner size: round(expansion * hidden * 2/3) rounded up to a multiple of 256 (as HRM)."""
-        inner = round(self.expansion * self.hidden_size * 2 / 3)
-        return -(-inner // 256) * 256
+        """SwiGLU inner size of the channel MLP: :func:`swiglu_inner` of hidden_size (as HRM)."""
+        return swiglu_inner(self.hidden_size, self.expansion)
 
 
 class DataConfig(_Section):
@@ -110,6 +130,9 @@ class TrainConfig(_Section):
     puzzle_emb_lr: float = Field(1e-2, ge=0.0)
     puzzle_emb_weight_decay: float = Field(0.1, ge=0.0)
     grad_clip: float | None = Field(None, gt=0)
+    ema: bool = Field(False, description="keep an exponential moving average of the weights (TRM: on); validation, "
+                      "evaluation and checkpoints' ema.safetensors use it")
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA: w_ema <- decay * w_ema + (1 - decay) * w")
     seed: int = 0
 
     @model_validator(mode="after")

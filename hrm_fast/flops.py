@@ -1,18 +1,20 @@
-"""FLOP model of an HRM segment (reference/hrm.md §9).
+"""FLOP model of an HRM or TRM segment (reference/hrm.md §9).
 
 Convention: a matmul of [m, k] x [k, n] costs 2mkn FLOPs. One block pass over one sequence of S
-tokens = 2 S (block weights) for the projections + 4 S^2 D for attention scores and values.
+tokens = 2 S (block weights) for the projections + 4 S^2 D for attention scores and values (TRM's
+``mlp_t`` block: 2 D (sequence-MLP weights) + 2 S (channel-MLP weights), no attention term).
 Backward of a with-grad block = 2x its forward. A training segment = the inner forward (every
-block pass of every cycle) + backward of the with-grad passes (last L and last H update) + the
-bootstrap target-Q forward when enabled; an eval segment = the inner forward. Embeddings and the
-LM/Q heads are counted separately (``head``); they are < 0.1% for ARC shapes.
+block pass of every cycle) + backward of the with-grad passes + the bootstrap target-Q forward when
+enabled; an eval segment = the inner forward. With-grad passes: HRM the last L and the last H update
+(L_layers + H_layers blocks), TRM the whole last cycle ((L_cycles + 1) x L_layers blocks). Embeddings
+and the LM/Q heads are counted separately (``head``); they are < 0.1% for ARC shapes.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from hrm_fast.config import Config, ModelConfig
+from hrm_fast.config import Config, ModelConfig, swiglu_inner
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class SegmentFlops:
     seq_len: int  # S: grid tokens + puzzle prefix tokens
     block_pass: float  # one block applied to one sequence
     forward_passes: int  # block passes in one inner forward
-    grad_passes: int  # ... of which run with grad (last L + last H update)
+    grad_passes: int  # ... of which run with grad (HRM: last L + last H update; TRM: the last cycle)
     bootstrap_passes: int  # block passes of the bootstrap target-Q forward (training only)
     train_equivalents: int  # forward + 2x grad + bootstrap, in block passes
     head: float  # LM head + Q head forward per sequence
@@ -48,25 +50,48 @@ class SegmentFlops:
         return out
 
 
-def block_params(model: ModelConfig) -> int:
-    """Weights of one block: QKV (D x 3D), output (D x D), gate/up (D x 2I), down (I x D)."""
-    d, inner = model.hidden_size, model.intermediate_size
-    return d * 3 * d + d * d + d * 2 * inner + inner * d
+def channel_mlp_params(model: ModelConfig) -> int:
+    """Weights of the SwiGLU over the hidden axis: gate/up (D x 2I), down (I x D)."""
+    return 3 * model.hidden_size * model.intermediate_size
+
+
+def sequence_mlp_params(model: ModelConfig, seq_len: int) -> int:
+    """Weights of TRM's ``mlp_t`` SwiGLU over the sequence axis of ``seq_len`` tokens (prefix included)."""
+    return 3 * seq_len * swiglu_inner(seq_len, model.expansion)
+
+
+def block_params(model: ModelConfig, seq_len: int | None = None) -> int:
+    """Weights of one block: QKV (D x 3D), output (D x D) + the channel MLP; ``mlp_t`` blocks (``seq_len``
+    needed): the sequence MLP instead of the attention projections."""
+    d = model.hidden_size
+    if model.mlp_t:
+        if seq_len is None:
+            raise ValueError("block_params: model.mlp_t blocks depend on the sequence length; pass seq_len")
+        return sequence_mlp_params(model, seq_len) + channel_mlp_params(model)
+    return d * 3 * d + d * d + channel_mlp_params(model)
 
 
 def block_pass_flops(model: ModelConfig, seq_len: int) -> float:
     """Forward FLOPs of one block on one sequence of ``seq_len`` tokens (prefix included)."""
+    if model.mlp_t:  # the sequence MLP runs over D "rows" of width S, the channel MLP over S rows of width D
+        return 2.0 * model.hidden_size * sequence_mlp_params(model, seq_len) + 2.0 * seq_len * channel_mlp_params(model)
     return 2.0 * seq_len * block_params(model) + 4.0 * seq_len * seq_len * model.hidden_size
+
+
+def block_passes(model: ModelConfig) -> tuple[int, int]:
+    """(block passes of one inner forward, of which with grad) for ``model.arch``."""
+    if model.arch == "trm":
+        per_cycle = (model.L_cycles + 1) * model.L_layers
+        return model.H_cycles * per_cycle, per_cycle
+    forward = model.H_cycles * model.L_cycles * model.L_layers + model.H_cycles * model.H_layers
+    return forward, model.L_layers + model.H_layers
 
 
 def segment_flops(model: ModelConfig, grid_tokens: int, vocab_size: int = 12) -> SegmentFlops:
     """FLOPs of one ACT segment for sequences of ``grid_tokens`` grid tokens (900 for 30x30 ARC)."""
     s = grid_tokens + model.puzzle_emb_len
     per_block = block_pass_flops(model, s)
-    l_apps = model.H_cycles * model.L_cycles
-    h_apps = model.H_cycles
-    forward = l_apps * model.L_layers + h_apps * model.H_layers
-    grad = model.L_layers + model.H_layers
+    forward, grad = block_passes(model)
     bootstrap = forward if (model.bootstrap_q and model.halt_max_steps > 1) else 0
     head = 2.0 * grid_tokens * model.hidden_size * vocab_size + 2.0 * model.hidden_size * 2
     train_no_boot = (forward + 2 * grad) * per_block + 3 * head
@@ -98,7 +123,7 @@ def step_flops(config: Config, vocab_size: int = 12) -> float:
 
 
 def format_flops(value: float) -> str:
-    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
         if value >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{value:.3g} FLOP"

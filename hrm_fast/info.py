@@ -1,7 +1,8 @@
 """``python -m hrm_fast.info [preset=NAME] [key=value ...]``: what a config costs before you rent a GPU.
 
-Prints the resolved config, the trainable parameter count, the puzzle-embedding table size (from
-the built dataset when it exists) and the FLOPs per training and eval segment (reference/hrm.md §9).
+Prints the resolved config, the architecture (HRM or TRM), the trainable parameter count, the
+puzzle-embedding table size (from the built dataset when it exists), the FLOPs per training and eval
+segment (reference/hrm.md §9) and the whole run's steps and RTX 4090 hours at 50% MFU.
 The model is built on the ``meta`` device, so this is instant and allocates nothing.
 """
 
@@ -21,16 +22,27 @@ RTX_4090_BF16 = 165e12  # dense bf16 FLOP/s, fp32 accumulate
 VOCAB_SIZE = 12
 
 
-def dataset_identifiers(config: Config) -> int | None:
-    """num_puzzle_identifiers of the built dataset at data.path, or None when it is not built."""
-    for split in ("train", "test", "val"):
+# ARC-AGI-1 training + evaluation + ConceptARC at 1000 augmentations (reference/hrm.md §3.2): task groups and
+# examples per augmented puzzle, for step counts before the dataset is built
+ARC1_GROUPS, ARC1_MEAN_EXAMPLES = 960, 4.146
+
+
+def dataset_metadata(config: Config, key: str, splits: tuple[str, ...] = ("train", "test", "val")) -> float | None:
+    """``key`` of the built dataset's ``dataset.json`` at data.path (first of ``splits``), or None when not built."""
+    for split in splits:
         meta = Path(config.data.path) / split / "dataset.json"
         if meta.exists():
             try:
-                return int(json.loads(meta.read_text())["num_puzzle_identifiers"])
+                return float(json.loads(meta.read_text())[key])
             except (ValueError, KeyError, json.JSONDecodeError):
                 return None
     return None
+
+
+def dataset_identifiers(config: Config) -> int | None:
+    """num_puzzle_identifiers of the built dataset at data.path, or None when it is not built."""
+    ids = dataset_metadata(config, "num_puzzle_identifiers")
+    return int(ids) if ids is not None else None
 
 
 def trainable_parameters(config: Config, vocab_size: int = VOCAB_SIZE) -> int:
@@ -50,6 +62,16 @@ def format_seconds(seconds: float) -> str:
 def report(config: Config) -> str:
     m = config.model
     lines = ["# resolved config", config_to_yaml(config).rstrip(), "", "# model"]
+    if m.arch == "trm":
+        kind = "sequence-MLP (mlp_t)" if m.mlp_t else "attention"
+        lines.append(f"architecture: TRM, one network of {m.L_layers} {kind} blocks for both updates; "
+                     f"{m.H_cycles} cycles x ({m.L_cycles} z updates + 1 y update), the last cycle back-propagated; "
+                     + ("Q-continue bootstrap" if m.bootstrap_q else "halt when q_halt > 0 (no Q-continue)"))
+    else:
+        lines.append(f"architecture: HRM, H {m.H_layers} / L {m.L_layers} blocks, {m.H_cycles} x {m.L_cycles} cycles, "
+                     "1-step gradient")
+    if config.train.ema:
+        lines.append(f"EMA of the weights (decay {config.train.ema_decay}) for evaluation and checkpoints")
     params = trainable_parameters(config)
     lines.append(f"trainable parameters: {params:,} (vocab {VOCAB_SIZE}; excludes the puzzle table and H/L_init)")
     lines.append(
@@ -89,7 +111,24 @@ def report(config: Config) -> str:
         lines.append(f"gradient checkpointing recomputes {format_flops(f.recompute)} per sequence (not in MFU)")
     est = ", ".join(f"{format_seconds(step / (RTX_4090_BF16 * u))} at {int(u * 100)}%" for u in (0.4, 0.5, 0.6))
     lines.append(f"estimated RTX 4090 time per optimizer step (bf16 peak 165 TFLOP/s, MFU): {est}")
+    lines.append(run_estimate(config, step))
     return "\n".join(lines)
+
+
+def run_estimate(config: Config, step: float) -> str:
+    """The whole run's optimizer steps and RTX 4090 hours at 50% MFU (training only; validation not counted)."""
+    from hrm_fast.trainer import total_steps_for
+
+    groups = dataset_metadata(config, "total_groups", ("train",))
+    mean = dataset_metadata(config, "mean_puzzle_examples", ("train",))
+    source = f"{config.data.path}/train/dataset.json"
+    if groups is None or mean is None:
+        groups, mean = ARC1_GROUPS, ARC1_MEAN_EXAMPLES
+        source = f"ARC-AGI-1 + ConceptARC estimate: {ARC1_GROUPS} groups x {ARC1_MEAN_EXAMPLES} examples"
+    steps = total_steps_for(config, int(groups), mean)
+    hours = steps * step / (RTX_4090_BF16 * 0.5) / 3600
+    return f"whole run: {steps:,} optimizer steps ({source}); {format_flops(steps * step)}, ~{hours:.3g} h on one " \
+           "RTX 4090 at 50% MFU (training only)"
 
 
 def main(argv: list[str] | None = None) -> int:

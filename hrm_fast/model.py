@@ -1,6 +1,6 @@
 """The Hierarchical Reasoning Model: inner recurrence (H/L modules) and the ACT wrapper.
 
-Reads top to bottom like reference/hrm.md §1:
+Reads top to bottom like reference/hrm.md §1 (TRM's inner model, §7, is :mod:`hrm_fast.trm`):
 - :class:`PuzzleEmbedding`: the per-puzzle vector table (a buffer, trained by sparse SignSGD).
 - :class:`HRMInner`: token embedding (x sqrt(hidden)) with the puzzle prefix, H_cycles x L_cycles
   updates of z_L and z_H with the 1-step gradient, LM head and Q head.
@@ -134,26 +134,33 @@ class HRMInner(nn.Module):
 
         if config.pos_encodings == "rope":
             cos, sin = rope_tables(config.head_dim, self.total_len, config.rope_theta)
-        else:
-            self.embed_pos = CastedEmbedding(
-                self.total_len, config.hidden_size, 1.0 / self.embed_scale, self.forward_dtype
-            )
+        else:  # "learned" adds a position table to the input; "none" (TRM's option) has no positions at all
+            if config.pos_encodings == "learned":
+                self.embed_pos = CastedEmbedding(
+                    self.total_len, config.hidden_size, 1.0 / self.embed_scale, self.forward_dtype
+                )
             cos, sin = identity_rope_tables(config.head_dim, self.total_len)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-        def blocks(n: int) -> list[Block]:
-            args = (config.hidden_size, config.num_heads, config.intermediate_size, config.rms_norm_eps, config.dropout)
-            return [Block(*args) for _ in range(n)]
-
-        self.H_level = ReasoningModule(blocks(config.H_layers))
-        self.L_level = ReasoningModule(blocks(config.L_layers))
-        self.H_level.grad_checkpoint = self.L_level.grad_checkpoint = config.grad_checkpoint
+        self.build_levels(config)
         # sampled directly in the forward dtype, as HRM does (same seed -> same vectors)
         h_init = trunc_normal_init_(torch.empty(config.hidden_size, dtype=self.forward_dtype), std=1.0)
         l_init = trunc_normal_init_(torch.empty(config.hidden_size, dtype=self.forward_dtype), std=1.0)
         self.register_buffer("H_init", h_init, persistent=True)
         self.register_buffer("L_init", l_init, persistent=True)
+
+    def build_levels(self, config: ModelConfig) -> None:
+        """HRM's two reasoning modules: ``H_level`` (H_layers blocks) and ``L_level`` (L_layers blocks)."""
+        self.H_level = ReasoningModule(self.blocks(config, config.H_layers))
+        self.L_level = ReasoningModule(self.blocks(config, config.L_layers))
+        self.H_level.grad_checkpoint = self.L_level.grad_checkpoint = config.grad_checkpoint
+
+    @staticmethod
+    def blocks(config: ModelConfig, n: int) -> list[Block]:
+        """``n`` fresh post-norm attention blocks of ``config``'s sizes."""
+        args = (config.hidden_size, config.num_heads, config.intermediate_size, config.rms_norm_eps, config.dropout)
+        return [Block(*args) for _ in range(n)]
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_vectors: torch.Tensor | None) -> torch.Tensor:
         """inputs [B, seq_len] int, puzzle_vectors [B, ndim] -> x [B, prefix + seq_len, D] (forward dtype)."""
@@ -233,7 +240,10 @@ class Carry:
 
 
 class HRM(nn.Module):
-    """HRM with adaptive computation time. ``carry, outputs = model(carry, batch)`` runs one segment.
+    """HRM (or TRM, ``model.arch=trm``: :mod:`hrm_fast.trm`) with adaptive computation time.
+
+    ``carry, outputs = model(carry, batch)`` runs one segment; the ACT wrapper, carry and halting are shared by
+    both architectures (TRM without ``bootstrap_q`` halts when q_halt > 0 and has no Q-continue target).
 
     outputs: ``logits`` [B, seq_len, vocab] (forward dtype), ``q_halt_logits`` / ``q_continue_logits``
     [B] fp32, and in training with ``bootstrap_q`` (and halt_max_steps > 1) ``target_q_continue`` [B] fp32.
@@ -250,7 +260,12 @@ class HRM(nn.Module):
         self.seq_len = seq_len
         self.num_puzzle_identifiers = num_puzzle_identifiers
         ops.set_backend(config.ops)
-        self.inner = HRMInner(config, vocab_size, seq_len)
+        if config.arch == "trm":
+            from hrm_fast.trm import TRMInner  # hrm_fast.trm builds on this module's HRMInner
+
+            self.inner: HRMInner = TRMInner(config, vocab_size, seq_len)
+        else:
+            self.inner = HRMInner(config, vocab_size, seq_len)
         self.puzzle_emb = (
             PuzzleEmbedding(num_puzzle_identifiers, config.puzzle_emb_ndim, self.inner.forward_dtype)
             if config.puzzle_emb_ndim > 0
@@ -337,6 +352,8 @@ class HRM(nn.Module):
             explore_draw = torch.ones(batch_size, device=device)
             min_steps_draw = torch.zeros(batch_size, dtype=torch.int32, device=device)
         q_halt, q_cont = q.detach().t().contiguous()
+        if cfg.arch == "trm" and not cfg.bootstrap_q:  # TRM's no_ACT_continue: halt when q_halt > 0
+            q_cont = torch.zeros_like(q_cont)
         with nvtx_range("act_update"):
             ops.act_halt(
                 carry.steps, carry.halted, q_halt, q_cont, explore_draw, min_steps_draw,

@@ -16,6 +16,7 @@ How it runs:
   draws, learning rates, a loss multiplier); outputs (losses, metric sums, grad norm) are static
   device tensors, overwritten by the next call: read them asynchronously or every N steps, clone
   what you keep.
+- With ``ema``, the weights' moving average (:class:`hrm_fast.ema.EMA`) is updated after the optimizers.
 - The optimizer updates are the documented updates of :class:`hrm_fast.optim.AdamATan2`,
   ``torch.optim.AdamW`` and :class:`hrm_fast.optim.SparseSignSGD`, written with tensors for the
   learning rate (a CUDA graph cannot take a new Python float each step). They use and update the
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim import Optimizer
 
+from hrm_fast.ema import EMA
 from hrm_fast.faults import first_line
 from hrm_fast.losses import act_loss
 from hrm_fast.model import BATCH_KEYS, HRM, Carry, no_grad_region
@@ -119,11 +121,13 @@ class TrainStep:
         compile: bool = True,
         cuda_graph: bool | None = None,
         warmup_steps: int = 2,
+        ema: EMA | None = None,
     ) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and \
                 torch.distributed.get_world_size() > 1:
             raise ValueError("TrainStep runs one rank; multi-rank training uses the trainer's eager loop")
         self.model, self.optimizers, self.carries = model, optimizers, carries
+        self.ema = ema  # updated after the optimizers, inside the program
         self.loss_type, self.global_batch_size, self.grad_clip = loss_type, global_batch_size, grad_clip
         first = carries[0]
         self.micro = first.steps.shape[0]
@@ -251,6 +255,8 @@ class TrainStep:
                 coef = torch.clamp(self.grad_clip / (grad_norm + 1e-6), max=1.0)
                 torch._foreach_mul_(grads, coef)  # the grads are this step's own tensors
             self._apply_optimizers(grads)
+            if self.ema is not None:
+                self.ema.update()
         return StepOutputs(loss_total, grad_norm, metrics_total)
 
     def _apply_optimizers(self, grads: list[torch.Tensor]) -> None:
@@ -306,13 +312,15 @@ class TrainStep:
 
     # ------------------------------------------------------------------ CUDA graph capture
     def state_tensors(self) -> list[torch.Tensor]:
-        """Every tensor a step mutates: weights, buffers, optimizer state, carries, puzzle stash."""
+        """Every tensor a step mutates: weights, buffers, optimizer state, carries, puzzle stash, EMA."""
         out = [p.data for p in self.model.parameters()] + list(self.model.buffers())
         for opt in self.optimizers:
             for st in opt.state.values():
                 out.extend(v for v in st.values() if isinstance(v, torch.Tensor))
         for c in self.carries:
             out.extend([c.z_H, c.z_L, c.steps, c.halted, *c.current_data.values()])
+        if self.ema is not None:
+            out.extend(self.ema.shadow)
         return out
 
     def _capture(self) -> None:

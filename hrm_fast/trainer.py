@@ -33,6 +33,7 @@ from hrm_fast import distributed as D
 from hrm_fast import run_dir as R
 from hrm_fast import train_state as TS
 from hrm_fast.config import Config, ConfigError, config_to_dict, save_config
+from hrm_fast.ema import EMA, maybe_applied
 from hrm_fast.faults import GracefulStop, NonFiniteError, NonFiniteTracker, first_line, nan_injection_step
 from hrm_fast.model import autocast_dtype
 from hrm_fast.profiling import StepWindowProfiler, nvtx_range
@@ -130,6 +131,7 @@ class Trainer:
         D.broadcast_module(self.model, self.dist)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizers = build_optimizers(self.model, self.cfg.train)
+        self.ema = EMA(self.model, self.cfg.train.ema_decay) if self.cfg.train.ema else None
         self._act_loss = act_loss
         self.carries = [self.model.initial_carry(self.micro_batch, self.device)
                         for _ in range(self.cfg.train.grad_accum)]
@@ -203,7 +205,7 @@ class Trainer:
         tc = self.cfg.train
         program = TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
                             global_batch_size=tc.global_batch_size, grad_clip=tc.grad_clip, compile=True,
-                            cuda_graph=self.cfg.cuda_graph if self.device.type == "cuda" else False)
+                            cuda_graph=self.cfg.cuda_graph if self.device.type == "cuda" else False, ema=self.ema)
         with torch.no_grad():
             saved = [t.clone() for t in program.state_tensors()]
         rng, step = TS.rng_state(self.device), self.step
@@ -278,6 +280,8 @@ class Trainer:
             self._set_lr()
             for opt in self.optimizers:
                 opt.step()
+            if self.ema is not None:
+                self.ema.update()
         self.acc["grad_norm"] += grad_norm.detach().float()
         self.acc["steps_logged"] += 1
         self.step += 1
@@ -338,7 +342,7 @@ class Trainer:
             self.eval_runner = EvalRunner(self.model, self.cfg.eval.batch_size // self.dist.world_size, self.device,
                                           compile=self.compile, cuda_graph=self.cfg.cuda_graph,
                                           loss_type=self.cfg.model.loss_type, amp_dtype=self.amp_dtype)
-        with nvtx_range("eval"):
+        with nvtx_range("eval"), maybe_applied(self.ema):
             return evaluate_split(self.model, self.cfg, self.dist, self.val_split, self.eval_runner,
                                   show_progress=self.dist.is_main)
 
@@ -373,17 +377,21 @@ class Trainer:
         state = self._state()
         if self.dist.is_main:
             with _test_kill_hook():
-                save_checkpoint(self.run_dir / name, self.model, self.cfg, state)
+                save_checkpoint(self.run_dir / name, self.model, self.cfg, state,
+                                ema=self.ema.state_dict() if self.ema is not None else None)
         if name == "last":
             self.last_saved_step = self.step
         D.barrier(self.dist)
 
     def _resume(self, path: Path) -> None:
-        from hrm_fast.checkpoint import load_state_into, load_training_state, read_weights
+        from hrm_fast.checkpoint import load_ema_state, load_state_into, load_training_state, read_weights
 
         state = load_training_state(path)
         tensors, _ = read_weights(path / "model.safetensors")
         load_state_into(self.model, tensors, str(path / "model.safetensors"))
+        if self.ema is not None and not load_ema_state(self.ema, path):
+            self.ema.reset()
+            self._say(f"note: {path} has no EMA weights: the moving average restarts from the resumed weights")
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{path}: training state version {state.get('version')}, this code reads {STATE_VERSION}")
         for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
@@ -421,7 +429,7 @@ class Trainer:
             self._say(f"eval.arc_at_end: {test_dir} does not exist (no --eval-source); skipped")
             return
         out = self.run_dir / f"eval-test-step{self.step}"
-        with nvtx_range("eval"):
+        with nvtx_range("eval"), maybe_applied(self.ema):
             scores = evaluate_checkpoint(self.model, self.cfg, "test", out, device=self.device, step=self.step,
                                          dist=self.dist, progress=self.dist.is_main)
         if self.dist.is_main:

@@ -32,6 +32,13 @@ SEED_ON_CPU = (
 )
 EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
 SOLVE_TEST = "tests/test_solve.py::test_new_family_member_is_solved_after_fitting_and_not_before"
+# trm-4090 cut down the same way (its own size is checked by tests/test_trm.py).
+TRM_ON_CPU = (
+    "device=cpu", "data.path=data/small", "model.hidden_size=32", "model.num_heads=2", "model.L_layers=1",
+    "model.H_cycles=2", "model.L_cycles=1", "model.halt_max_steps=2", "model.puzzle_emb_ndim=32",
+    "model.puzzle_emb_tokens=2", "model.forward_dtype=float32", "train.global_batch_size=2", "train.grad_accum=1",
+    "train.max_steps=1", "run.dir=runs/trm",
+)
 COVERAGE: dict[str, tuple[str, ...]] = {
     "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
     "pip install torch==2.13.0": ("ci", "pip install -q torch==2.13.0"),
@@ -73,6 +80,12 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "solve.num_aug=8 out=solved": ("test", SOLVE_TEST),
     "python -m train.run init.from=runs/<run>/best data.path=data/conceptarc init.freeze=none train.max_steps=2000": (
         "test", "tests/test_init_from.py::test_init_from_maps_rows_by_name_and_starts_a_fresh_run"),
+    "python -m hrm_fast.info preset=trm-paper": (
+        "test", "tests/test_trm.py::test_info_prints_trm_parameters_and_flops"),
+    "python -m train.run preset=trm-4090": ("run", *TRM_ON_CPU),
+    "python -m hrm_fast.checkpoint import-trm step_N --trm-config all_config.yaml --out checkpoints/trm": (
+        "test", "tests/test_trm.py::test_trm_layout_export_reimports_to_identical_outputs"),
+    "python -m bench.test_trm_step --rounds 5": ("run", "--impl", "hrm", "trm", "--rounds", "1"),
 }
 
 
@@ -177,6 +190,7 @@ def test_data_and_training_commands_in_readme_order(scratch):
     assert max(r["step"] for r in records) == 9  # resumed from 6 and went on
     assert (scratch / "runs/ddp/last/model.safetensors").exists()
     assert (scratch / "runs/seed/last/model.safetensors").exists()
+    assert (scratch / "runs/trm/last/ema.safetensors").exists()
     assert (scratch / "runs/prof/profile/trace.json").exists() and (scratch / "runs/nsys/last").exists()
 
 
