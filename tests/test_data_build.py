@@ -198,11 +198,34 @@ def test_contamination_and_duplicates_are_reported(tmp_path):
     assert any("contamination" in w and "same id" in w for w in sel.warnings)
     a = _task()
     src = _write_tasks(tmp_path / "dups", {"a": a, "b": a})
-    _write_tasks(tmp_path / "dups" / "sub", {"a": _task()})
+    _write_tasks(tmp_path / "dups" / "sub", {"a": a})  # an identical duplicate id: a warning
     sel = select_tasks([str(src)], [])
     assert any("duplicate task ids" in w for w in sel.warnings)
     assert any("b==a" in w for w in sel.warnings)
     assert len(sel.train) == 2
+
+
+def test_conflicting_duplicate_ids_exit_2_naming_both_files(tmp_path, capsys):
+    """Issue 11 (7): the same task id with different pairs in two folders was a warning, one silently dropped."""
+    first = _write_tasks(tmp_path / "one", {"a": _task()})
+    second = _write_tasks(tmp_path / "two", {"a": _task()})
+    out = tmp_path / "out" / "ds"
+    assert main(["--source", str(first), "--source", str(second), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task id a" in err
+    assert str(first / "a.json") in err and str(second / "a.json") in err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_deeply_nested_json_exit_2_naming_the_file(tmp_path, capsys):
+    """Issue 11 (7): ``[[[[...`` nested 100k deep gave a RecursionError traceback."""
+    src = _write_tasks(tmp_path / "src", {"good": _task()})
+    (src / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = tmp_path / "ds"
+    assert main(["--source", str(src), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(src / "deep.json") in err and "nested too deeply" in err
+    assert not out.exists()
 
 
 def test_kaggle_pairs_are_read(tmp_path):

@@ -36,6 +36,7 @@ class ReportItem:
     candidates: Sequence[Candidate]  # ranked, best first
     num_views: int
     num_empty: int
+    num_unknown: int = 0  # views not run: their puzzle is unknown to the checkpoint (another dataset build)
 
     @property
     def correct_rank(self) -> int | None:
@@ -88,9 +89,13 @@ def _item_html(item: ReportItem) -> str:
         + (f" · votes of answers 3+: {others}" if others else "")
     )
     tid = html.escape(item.task_id)
+    unknown = (
+        f'<span class="badge unknown">{item.num_unknown} views not run: puzzle unknown to the checkpoint</span> '
+        if item.num_unknown else ""
+    )
     return (
         f'<section class="item {status}" data-task="{tid}">'
-        f'<h3><span class="badge">{status}</span> {tid} · test {item.test_index}</h3>'
+        f'<h3><span class="badge">{status}</span> {unknown}{tid} · test {item.test_index}</h3>'
         f'<div class="grids">{"".join(figs)}</div><p class="meta">{html.escape(meta)}</p></section>'
     )
 
@@ -126,7 +131,7 @@ dl.facts dt{color:#666} dl.facts dd{margin:0}
 section.item{background:#fff;border:1px solid #ddd;border-radius:6px;margin:10px 0;padding:8px}
 section.item h3{font-size:14px;margin:0 0 6px}
 .badge{font-size:11px;padding:1px 6px;border-radius:3px;color:#fff;background:#c0392b}
-.solved .badge{background:#27ae60}
+.solved .badge{background:#27ae60} .badge.unknown{background:#e67e22}
 .grids{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 figure{margin:0;padding:4px;border:2px solid transparent;border-radius:4px}
 figure.ok{border-color:#27ae60} figure.bad{border-color:#e74c3c33}

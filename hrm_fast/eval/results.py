@@ -55,12 +55,16 @@ def finalize(
     ks: Sequence[int] = DEFAULT_KS,
     facts: Mapping[str, Any] | None = None,
     title: str = "hrm_fast evaluation",
+    unknown: Mapping[tuple[str, int], int] | None = None,
 ) -> dict[str, Any]:
     """Rank, score and write ``scores.json``, ``submission.json`` and ``report.html`` into ``out_dir``.
 
     ``tasks``: the original tasks (``{task_id: {"test": [{"input", "output"}, ...]}}``); every one is scored
-    and present in the submission, with or without views. Returns the scores dict (= scores.json).
+    and present in the submission, with or without views. ``unknown``: {(task id, test index): views not run
+    because the checkpoint does not know their puzzle} (marked in the report, summed in scores.json).
+    Returns the scores dict (= scores.json). scores.json is written last: a folder without it is incomplete.
     """
+    unknown = unknown or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     solutions = solutions_from_tasks(dict(tasks))
@@ -84,6 +88,7 @@ def finalize(
                     candidates=ranked,
                     num_views=votes.num_views(tid, i),
                     num_empty=votes.num_empty(tid, i),
+                    num_unknown=unknown.get((tid, i), 0),
                 )
             )
     ks_used = usable_ks(max_views, ks)
@@ -112,6 +117,7 @@ def finalize(
         "views": n_views,
         "max_views_per_test_input": max_views,
         "empty_crop_fraction": n_empty / n_views if n_views else 0.0,
+        "unknown_puzzle_views": sum(unknown.values()),
         "protocol": PROTOCOL,
         **{k: v for k, v in (facts or {}).items()},
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
