@@ -1,6 +1,7 @@
 """The dataset builder: splits, augmentation copies, determinism, bad input."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,32 @@ def test_error_during_write_leaves_nothing(small_sources, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DataError):
         build_dataset(tmp_path / "ds", [], [], progress=False)
+
+
+def test_dataset_fingerprint_recorded_computed_and_path_independent(small_build, small_sources, tmp_path):
+    """Issue 11 (3): what a checkpoint depends on (identifiers + split index arrays) has a fingerprint."""
+    from hrm_fast.data.identity import FINGERPRINT_KEY, compute_fingerprint, dataset_identity
+
+    recorded = json.loads((small_build / "metadata.json").read_text())[FINGERPRINT_KEY]
+    assert recorded.startswith("sha256:") and compute_fingerprint(small_build) == recorded
+    # the original HRM layout (no metadata.json, no extras): computed on load, the same value
+    hrm = tmp_path / "hrm_layout"
+    shutil.copytree(small_build, hrm)
+    (hrm / "metadata.json").unlink()
+    for split in ("val", "test"):
+        (hrm / split / "tasks.json").unlink()
+        (hrm / split / "all__test_index.npy").unlink()
+    identity = dataset_identity(hrm)
+    assert identity.fingerprint == recorded
+    assert list(identity.identifiers) == json.loads((small_build / "identifiers.json").read_text())
+    # another seed, same sizes: a different build
+    other = tmp_path / "seed4"
+    build_dataset(other, [small_sources[0]], [small_sources[1]], num_aug=6, seed=4, max_grid_size=8,
+                  val_fraction=0.34, progress=False)  # fmt: skip
+    assert dataset_identity(other).num_puzzle_identifiers == identity.num_puzzle_identifiers
+    assert dataset_identity(other).fingerprint != recorded
+    # the index arrays count too: the same names, one puzzle's examples regrouped
+    indices = np.load(hrm / "train" / "all__puzzle_indices.npy")
+    indices[1] += 1
+    np.save(hrm / "train" / "all__puzzle_indices.npy", indices)
+    assert compute_fingerprint(hrm) != recorded
