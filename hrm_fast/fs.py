@@ -25,6 +25,8 @@ def os_error_line(err: OSError, path: str | os.PathLike | None = None) -> str:
     """``"PATH: <OS error text> [Errno N]"`` (the path of the error itself when it names one)."""
     where = err.filename if err.filename is not None else path
     text = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, FileExistsError) and where is not None and not Path(where).is_dir():
+        text += " (and is not a folder)"  # mkdir -p under a regular file
     code = f" [Errno {err.errno}]" if err.errno is not None else ""
     return f"{where}: {text}{code}" if where is not None else f"{text}{code}"
 

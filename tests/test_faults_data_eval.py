@@ -180,3 +180,33 @@ def test_resume_refuses_another_dataset_build(tmp_path):
     res = _python([*train, f"data.path={data}", f"run.resume={run / 'last'}", "train.max_steps=3"])
     assert res.returncode == 0, res.stderr[-2000:]
     assert "records no dataset identity" in res.stdout
+
+
+@contextlib.contextmanager
+def _tiny_tmpfs(folder: Path, size: str):
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a small tmpfs (a full disk cannot be simulated otherwise)")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("mount -t tmpfs is not permitted here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_disk_full_during_build_and_evaluation_is_exit_2(small, tmp_path, capsys):
+    """A filesystem error after the start-up check (no space left) is still one line, exit 2, nothing left."""
+    from train.evaluate import main as evaluate_main
+
+    with _tiny_tmpfs(tmp_path / "full", "8k") as full:
+        assert build_main([*BUILD, "--out", str(full / "ds")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(full) in err and "No space left on device" in err, err
+        assert list(full.iterdir()) == []
+        out = full / "eval"
+        assert evaluate_main([f"checkpoint={small[1]}", f"out={out}", "eval.views=1", "progress=false"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "No space left on device" in err, err
+        assert not (out / "scores.json").exists() and _hidden(out) == []

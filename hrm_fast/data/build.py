@@ -204,7 +204,7 @@ def build_dataset(
         summary.path = _put_in_place(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"cannot write the dataset: {os_error_line(err, tmp)}") from None
+        raise DataError(f"cannot write {out}: {os_error_line(err, tmp)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -217,7 +217,7 @@ def _start(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cannot create the output folder: {os_error_line(err, out.parent)}") from None
+        raise DataError(f"cannot create {out}: {os_error_line(err, out.parent)}") from None
     # A build killed between its two renames leaves the previous dataset as .NAME.old-<tag> and no NAME.
     for old in sorted(out.parent.glob(f".{out.name}.old-*")):
         if not out.exists() and owner_alive(old.name.rsplit(".old-", 1)[1]) is False:
@@ -230,7 +230,7 @@ def _start(out: Path) -> Path:
     try:
         tmp.mkdir()
     except OSError as err:
-        raise DataError(f"cannot write the output folder: {os_error_line(err, tmp)}") from None
+        raise DataError(f"cannot write {out}: {os_error_line(err, tmp)}") from None
     return tmp
 
 
