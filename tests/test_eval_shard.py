@@ -206,7 +206,7 @@ def test_torchrun_training_scores_at_the_end_on_all_ranks(dataset, tmp_path):
     assert res1.returncode == 0, res1.stderr[-3000:]
     sharded = run / "eval-test-step2"
     a, b = (json.loads((d / "scores.json").read_text()) for d in (sharded, one))
-    assert a.pop("step") == 2 and b.pop("checkpoint") == str(run / "last")
+    assert a.pop("step") == b.pop("step") == 2 and b.pop("checkpoint") == str(run / "last")
     assert a["device"] == "cpu x 2 ranks" and b["device"] == "cpu"  # the views were shared out
     assert {k: v for k, v in a.items() if k not in RUN_FACTS} == {k: v for k, v in b.items() if k not in RUN_FACTS}
     assert (sharded / "submission.json").read_bytes() == (one / "submission.json").read_bytes()

@@ -76,11 +76,9 @@ def _map_puzzles(data: EvalSplit, data_path: str | Path, trained_on: DatasetIden
                  say: Callable[[str], None]) -> tuple[EvalSplit, dict[str, Any]]:
     """``data`` renumbered to the puzzle table of a model trained on ``trained_on`` (by name) when ``data_path``
     is another build; facts for scores.json / the report. ``trained_on`` None: unchanged (the same build)."""
-    if trained_on is None:
-        return data, {}
     here = dataset_identity(data_path)
-    if here is not None and here.fingerprint == trained_on.fingerprint:
-        return data, {"dataset fingerprint": trained_on.fingerprint}
+    if trained_on is None or (here is not None and here.fingerprint == trained_on.fingerprint):
+        return data, ({"dataset fingerprint": here.fingerprint} if here is not None else {})
     mapped = data.mapped_to(trained_on.identifiers)
     assert mapped.unknown is not None
     unknown = np.unique(data.puzzle_ids[mapped.unknown])
