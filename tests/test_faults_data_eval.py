@@ -78,6 +78,26 @@ def test_build_killed_between_renames_restores_the_previous_dataset(tmp_path, ca
     assert (out / "identifiers.json").read_bytes() != before and _hidden(tmp_path) == []
 
 
+def test_only_leftovers_of_dead_processes_are_removed(tmp_path):
+    """A live build of the same --out (a live process here), or one on another host, keeps its temporary folder."""
+    from hrm_fast.fs import owner_tag
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen(["sleep", "60"])
+    host, gone = owner_tag().split("@", 1)[1], dead.stdout.strip()
+    names = {f".ds.building-{gone}@{host}": False, f".ds.building-{live.pid}@{host}": True,
+             f".ds.building-{gone}@other-host": True, f".ds.building-{gone}": False}  # fmt: skip
+    try:
+        for name in names:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "all__inputs.npy").write_bytes(b"partial")
+        assert build_main([*BUILD, "--out", str(tmp_path / "ds")]) == 0
+    finally:
+        live.kill()
+        live.wait()
+    assert _hidden(tmp_path) == sorted(name for name, kept in names.items() if kept)
+
+
 # ----------------------------------------------------------------------------------------------- read-only output
 @contextlib.contextmanager
 def _unwritable(tmp_path: Path):
