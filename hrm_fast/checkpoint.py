@@ -19,19 +19,20 @@ converts a checkpoint of sapientinc/HRM (a ``state_dict`` saved by ``pretrain.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_weights
 
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_yaml, load_config
 from hrm_fast.data.identity import DatasetIdentity, check_same_dataset, dataset_identity
@@ -58,6 +59,23 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming_errors(path: Path) -> Iterator[None]:
+    """An OSError raised while writing ``path`` through a file object, with the path (it has none). torch.save's
+    zip writer turns it into a RuntimeError when it closes, keeping the OSError as the exception's context."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        if cause.filename is not None:
+            raise cause from None
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+
+
 def save_checkpoint(
     path: str | Path, model: HRM, config: Config, state: dict[str, Any] | None = None,
     dataset: DatasetIdentity | None = None,
@@ -81,10 +99,14 @@ def save_checkpoint(
             "seq_len": str(model.seq_len),
             "num_puzzle_identifiers": str(model.num_puzzle_identifiers),
         }
-        save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
+        # written through Python file objects, so that a full or failing disk raises OSError (errno, path); safetensors'
+        # and torch's own file writers raise SafetensorError / RuntimeError without either
+        with _naming_errors(tmp / WEIGHTS):
+            (tmp / WEIGHTS).write_bytes(save_weights(tensors, metadata=metadata))
         (tmp / CONFIG).write_text(config_to_yaml(config))
         if state is not None:
-            torch.save(state, tmp / STATE)
+            with _naming_errors(tmp / STATE), open(tmp / STATE, "wb") as f:
+                torch.save(state, f)
         _write_dataset_identity(tmp, dataset or dataset_identity(config.data.path), config.data.path)  # issue 11
         for f in tmp.iterdir():
             _fsync_path(f)
