@@ -104,9 +104,9 @@ def remove_stale(parent: Path, pattern: re.Pattern[str], say: Callable[[str], No
 
 
 def kill_point(name: str) -> None:
-    """Test hook :func:`hrm_fast.faults.test_kill_point` (SIGKILL at moment ``name`` when
-    ``HRM_FAST_TEST_KILL_AT=name``), imported only when armed: torch-free callers (the builder) stay torch-free."""
-    if os.environ.get("HRM_FAST_TEST_KILL_AT") == name:
-        from hrm_fast.faults import test_kill_point
+    """Test hook :func:`hrm_fast.faults.fault_point` (SIGKILL at moment ``name`` when ``HRM_FAST_TEST_KILL_AT=name``,
+    a pause with ``HRM_FAST_TEST_PAUSE_AT``), imported only when armed: the builder stays torch-free."""
+    if name in (os.environ.get("HRM_FAST_TEST_KILL_AT"), os.environ.get("HRM_FAST_TEST_PAUSE_AT")):
+        from hrm_fast.faults import fault_point
 
-        test_kill_point(name)
+        fault_point(name)

@@ -1,7 +1,7 @@
 """Issue 11, data and evaluation half: faults injected on purpose (kill -9, read-only output, a dataset rebuilt
 under a checkpoint), then the next command succeeds, loses nothing complete and leaves no hidden leftovers.
 
-Kills use the test hook ``HRM_FAST_TEST_KILL_AT=<moment>`` (``hrm_fast.faults.test_kill_point``): ``build-write``
+Kills use the test hook ``HRM_FAST_TEST_KILL_AT=<moment>`` (``hrm_fast.faults.fault_point``): ``build-write``
 (after the first task's rows are written), ``build-replace`` (between the two renames of ``--overwrite``),
 ``write report.html`` (evaluation results, with half of report.html written)."""
 
@@ -157,18 +157,19 @@ def test_unwritable_output_is_exit_2_before_any_work(small, tmp_path, monkeypatc
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def test_evaluation_killed_while_writing_results_then_rerun_completes(small, tmp_path):
+def test_evaluation_killed_while_writing_results_then_rerun_completes(small, tmp_path, capsys):
+    from train.evaluate import main as evaluate_main
+
     out = tmp_path / "eval"
-    args = ["-m", "train.evaluate", f"checkpoint={small[1]}", f"out={out}", "eval.views=2", "progress=false"]
-    res = _python(args, **{"HRM_FAST_TEST_KILL_AT": "write report.html"})
+    args = [f"checkpoint={small[1]}", f"out={out}", "eval.views=2", "progress=false"]
+    res = _python(["-m", "train.evaluate", *args], **{"HRM_FAST_TEST_KILL_AT": "write report.html"})
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     assert "step" in res.stdout  # the checkpoint's step is printed at start (unknown here: no state.pt)
     assert not (out / "scores.json").exists() and not (out / "report.html").exists()  # scores.json comes last
     partial = _hidden(out)
     assert len(partial) == 1 and partial[0].startswith(".report.html.")
-    res = _python(args)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert f"removed {out / partial[0]}" in res.stdout
+    assert evaluate_main(args) == 0  # the rerun (in-process)
+    assert f"removed {out / partial[0]}" in capsys.readouterr().out
     assert _hidden(out) == [] and sorted(p.name for p in out.iterdir()) == ["report.html", "scores.json",
                                                                              "submission.json"]  # fmt: skip
     scores = json.loads((out / "scores.json").read_text())
@@ -177,29 +178,31 @@ def test_evaluation_killed_while_writing_results_then_rerun_completes(small, tmp
 
 
 # ----------------------------------------------------------------------------------------------- resume identity
-def test_resume_refuses_another_dataset_build(tmp_path):
+def test_resume_refuses_another_dataset_build(tmp_path, capsys, monkeypatch):
     """Issue 11 (3): run.resume onto a rebuilt dataset (another --seed, same size) went ahead unnoticed."""
+    from hrm_fast.entry import main as train_main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # in-process: entry.main would otherwise set torch's thread count
     data, other = tmp_path / "a", tmp_path / "b"
     assert build_main([*BUILD, "--out", str(data)]) == 0
     assert build_main([*BUILD, "--seed", "7", "--out", str(other)]) == 0
     run = tmp_path / "run"
-    train = ["-m", "train.run", "preset=cpu-tiny", "device=cpu", *TINY_MODEL, "train.global_batch_size=8",
-             "log.tensorboard=false", "eval.every=1000", f"run.dir={run}", "train.max_steps=2"]  # fmt: skip
-    res = _python([*train, f"data.path={data}"])
-    assert res.returncode == 0, res.stderr[-2000:]
+    train = ["preset=cpu-tiny", "device=cpu", *TINY_MODEL, "train.global_batch_size=8", "log.tensorboard=false",
+             "eval.every=1000", f"run.dir={run}", "train.max_steps=2"]  # fmt: skip
+    assert train_main([*train, f"data.path={data}"]) == 0
     ident = json.loads((run / "last" / "dataset_identity.json").read_text())
     assert ident["fingerprint"] == json.loads((data / "metadata.json").read_text())["dataset_fingerprint"]
-    res = _python([*train, f"data.path={other}", f"run.resume={run / 'last'}", "train.max_steps=3"])
-    err = res.stderr.strip()
-    assert res.returncode == 2 and len(err.splitlines()) == 1, res.stderr[-2000:]
+    capsys.readouterr()
+    assert train_main([*train, f"data.path={other}", f"run.resume={run / 'last'}", "train.max_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
     theirs = json.loads((other / "metadata.json").read_text())["dataset_fingerprint"]
     assert ident["fingerprint"] in err and theirs in err and ident["fingerprint"] != theirs
     # a checkpoint written before identities were recorded: resumed as before, with a warning
     for name in ("dataset_identity.json", "identifiers.json"):
         (run / "last" / name).unlink()
-    res = _python([*train, f"data.path={data}", f"run.resume={run / 'last'}", "train.max_steps=3"])
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "records no dataset identity" in res.stdout
+    assert train_main([*train, f"data.path={data}", f"run.resume={run / 'last'}", "train.max_steps=3"]) == 0
+    assert "records no dataset identity" in capsys.readouterr().out
 
 
 @contextlib.contextmanager
