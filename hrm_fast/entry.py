@@ -61,7 +61,8 @@ def main(argv: list[str]) -> int:
         try:
             trainer = Trainer(config, info)
         except (ConfigError, CheckpointError, DataError, RunDirError, FsError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            if info.is_main or not isinstance(err, RunDirError):  # rank 0's run-folder error reaches every rank
+                print(f"error: {err}", file=sys.stderr)
             return 2
         except OSError as err:  # a file system error while setting up (reading the data, writing the run folder)
             print(f"error: {os_error_line(err)}", file=sys.stderr)

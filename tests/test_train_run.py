@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(tiny_data, tmp_path, explore)
                    env=_env(HRM_FAST_TEST_DUMP_WEIGHTS=str(two_w)), restore=[two_run, two_w])
     assert res.returncode == 0, failure_report(res)
     assert "2 rank(s), micro-batch 4" in res.stdout
+    assert re.fullmatch(r"pid \d+ on host .+, since .+ UTC\n", (two_run / ".lock").read_text())  # one holder: rank 0
     one_run, one_w = tmp_path / "one", tmp_path / "one_w"
     res = _run(args + [f"run.dir={one_run}"], HRM_FAST_TEST_DUMP_WEIGHTS=str(one_w))
     assert res.returncode == 0, res.stderr[-3000:]
