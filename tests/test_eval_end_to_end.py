@@ -310,3 +310,19 @@ def test_cli_old_checkpoint_without_identity_warns(checkpoint, tmp_path, capsys)
     (old / "identifiers.json").unlink()
     assert main([f"checkpoint={old}", f"out={tmp_path / 'eval'}", "eval.views=1", "progress=false"]) == 0
     assert "records no dataset identity" in capsys.readouterr().out
+
+
+def test_cli_prints_the_checkpoints_step_and_run(checkpoint, tmp_path, capsys):
+    """Issue 11 (6): the quick start's checkpoint=runs/<run> evaluates `best` (possibly an early step) silently."""
+    from hrm_fast.checkpoint import load_checkpoint, save_checkpoint
+    from train.evaluate import main
+
+    model, config = load_checkpoint(checkpoint)
+    run = tmp_path / "run"
+    save_checkpoint(run / "best", model, config, state={"step": 160})
+    save_checkpoint(run / "last", model, config, state={"step": 640})
+    (run / "config.yaml").write_text((checkpoint / "config.yaml").read_text())
+    assert main([f"checkpoint={run}", f"out={tmp_path / 'eval'}", "eval.views=1", "progress=false"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"checkpoint {run / 'best'}: step 160, run {run} (its last checkpoint is at step 640)"
+    assert json.loads((tmp_path / "eval" / "scores.json").read_text())["step"] == 160
