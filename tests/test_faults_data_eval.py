@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,28 @@ def _hidden(folder: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- data build
+def _marked_processes(mark: str) -> list[int]:
+    """Pids of the live processes whose environment holds ``HRM_FAST_TEST_MARK=mark``."""
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if f"HRM_FAST_TEST_MARK={mark}".encode() in env.read_bytes().split(b"\0"):
+                found.append(int(env.parent.name))
+    return found
+
+
 def test_build_killed_mid_write_then_next_build_cleans_up(tmp_path, caplog):
     out = tmp_path / "ds"
-    res = _python(["-m", "hrm_fast.data.build", *BUILD, "--out", str(out)], HRM_FAST_TEST_KILL_AT="build-write")
+    mark = f"build-{os.getpid()}-{tmp_path.name}"
+    res = _python(["-m", "hrm_fast.data.build", *BUILD, "--workers", "2", "--out", str(out)],
+                  HRM_FAST_TEST_KILL_AT="build-write", HRM_FAST_TEST_MARK=mark)  # fmt: skip
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    if Path("/proc/self/environ").exists():  # its worker processes end too (they were left running before)
+        for _ in range(50):
+            if not _marked_processes(mark):
+                break
+            time.sleep(0.2)
+        assert _marked_processes(mark) == []
     leftovers = _hidden(tmp_path)
     assert not out.exists() and len(leftovers) == 1 and leftovers[0].startswith(".ds.building-")
     with caplog.at_level(logging.WARNING, logger="hrm_fast.data"):

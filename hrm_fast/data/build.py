@@ -30,6 +30,8 @@ import os
 import re
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -64,13 +66,25 @@ class BuildSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the builder is gone (kill -9 leaves its workers orphaned)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _run_jobs(jobs: list[TaskJob], workers: int) -> Iterator[TaskRows]:
     """expand_task over jobs, results in job order; at most 2 * workers tasks in flight."""
     if workers <= 1:
         for job in jobs:
             yield expand_task(job)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    pool_args = dict(mp_context=get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),))
+    with ProcessPoolExecutor(workers, **pool_args) as pool:
         pending = []
         next_job = 0
         while next_job < len(jobs) or pending:
