@@ -245,8 +245,8 @@ def read_dataset_identity(path: str | Path) -> DatasetIdentity | None:
         record = json.loads((folder / IDENTITY).read_text())
         names = json.loads((folder / IDENTIFIERS).read_text())
         identity = DatasetIdentity(str(record["fingerprint"]), tuple(names))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{folder}: cannot read its dataset identity ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{folder}: cannot read its dataset identity ({type(exc).__name__}: {exc})") from None
     if identity.num_puzzle_identifiers != record["num_puzzle_identifiers"]:
         raise CheckpointError(f"{folder / IDENTIFIERS}: {identity.num_puzzle_identifiers} names, "
                               f"{IDENTITY} says {record['num_puzzle_identifiers']}")

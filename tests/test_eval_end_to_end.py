@@ -310,6 +310,11 @@ def test_cli_old_checkpoint_without_identity_warns(checkpoint, tmp_path, capsys)
     (old / "identifiers.json").unlink()
     assert main([f"checkpoint={old}", f"out={tmp_path / 'eval'}", "eval.views=1", "progress=false"]) == 0
     assert "records no dataset identity" in capsys.readouterr().out
+    (old / "dataset_identity.json").write_text("[" * 100_000)  # unreadable: one line, exit 2
+    (old / "identifiers.json").write_text("[]")
+    assert main([f"checkpoint={old}", f"out={tmp_path / 'eval2'}", "progress=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{old}: cannot read its dataset identity" in err
 
 
 def test_cli_prints_the_checkpoints_step_and_run(checkpoint, tmp_path, capsys):

@@ -45,8 +45,8 @@ class DatasetIdentity:
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({err})") from None
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or UTF-8; RecursionError: nesting
+        raise DataError(f"{path}: cannot read ({type(err).__name__}: {err})") from None
 
 
 def compute_fingerprint(root: str | os.PathLike, identifiers: list[str] | tuple[str, ...] | None = None) -> str:
