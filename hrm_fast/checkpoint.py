@@ -8,6 +8,8 @@ Our checkpoint is a directory:
 - ``state.pt`` (optional): training state, loadable with ``torch.load(weights_only=True)``.
 - ``ema.safetensors`` (runs with ``train.ema``): the moving average of every trainable parameter, keyed as in
   ``model.safetensors``; :func:`load_checkpoint` (evaluation) uses it, resume restores it.
+- ``dataset_identity.json`` + ``identifiers.json`` (when the dataset is known): the fingerprint of the build the
+  puzzle table belongs to, its identifier count, and the identifier names (``hrm_fast.data.identity``).
 It is written into a temporary sibling folder, fsynced, then renamed into place; an existing
 checkpoint of the same name is replaced only after the new one is complete.
 
@@ -20,21 +22,25 @@ all_config.yaml --out DIR`` does the same for SamsungSAILMontreal/TinyRecursiveM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import shutil
 import sys
-import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_weights
 
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_yaml, load_config
+from hrm_fast.data.identity import DatasetIdentity, check_same_dataset, dataset_identity
 from hrm_fast.ema import EMA
+from hrm_fast.fs import os_error_line, owner_alive, owner_tag
 from hrm_fast.model import HRM
 
 FORMAT = "hrm_fast"
@@ -58,15 +64,38 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming_errors(path: Path) -> Iterator[None]:
+    """An OSError raised while writing ``path`` through a file object, with the path (it has none). torch.save's
+    zip writer turns it into a RuntimeError when it closes, keeping the OSError as the exception's context."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        if cause.filename is not None:
+            raise cause from None
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+
+
 def save_checkpoint(
     path: str | Path, model: HRM, config: Config, state: dict[str, Any] | None = None,
-    ema: dict[str, torch.Tensor] | None = None,
+    ema: dict[str, torch.Tensor] | None = None, dataset: DatasetIdentity | None = None,
 ) -> Path:
     """Write ``model`` (+ ``config``, optional training ``state`` and EMA weights) to the directory ``path``
-    atomically."""
+    atomically.
+
+    ``dataset``: the identity of the build the model was trained on; None = that of ``config.data.path`` if it
+    holds a dataset (else none is written)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = final.parent / f".{final.name}.tmp-{owner_tag()}"  # the owner's pid@host: see recover_checkpoint
+    if tmp.exists():  # left by a dead process that had this pid
+        shutil.rmtree(tmp)
+    tmp.mkdir()
     try:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         metadata = {
@@ -76,19 +105,28 @@ def save_checkpoint(
             "seq_len": str(model.seq_len),
             "num_puzzle_identifiers": str(model.num_puzzle_identifiers),
         }
-        save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
+        # written through Python file objects, so that a full or failing disk raises OSError (errno, path); safetensors'
+        # and torch's own file writers raise SafetensorError / RuntimeError without either
+        with _naming_errors(tmp / WEIGHTS):
+            (tmp / WEIGHTS).write_bytes(save_weights(tensors, metadata=metadata))
         if ema is not None:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in ema.items()}, str(tmp / EMA_WEIGHTS),
-                      metadata={"format": FORMAT, "format_version": FORMAT_VERSION})
+            with _naming_errors(tmp / EMA_WEIGHTS):
+                (tmp / EMA_WEIGHTS).write_bytes(save_weights(
+                    {k: v.detach().to("cpu").contiguous() for k, v in ema.items()},
+                    metadata={"format": FORMAT, "format_version": FORMAT_VERSION}))
         (tmp / CONFIG).write_text(config_to_yaml(config))
         if state is not None:
-            torch.save(state, tmp / STATE)
+            with _naming_errors(tmp / STATE), open(tmp / STATE, "wb") as f:
+                torch.save(state, f)
+        _write_dataset_identity(tmp, dataset or dataset_identity(config.data.path), config.data.path)  # issue 11
         for f in tmp.iterdir():
             _fsync_path(f)
         _fsync_path(tmp)
         old = None
         if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            old = final.parent / f".{final.name}.old-{owner_tag()}"
+            if old.exists():
+                shutil.rmtree(old)
             os.rename(final, old)
         os.rename(tmp, final)
         _fsync_path(final.parent)
@@ -101,14 +139,141 @@ def save_checkpoint(
 
 
 def _resolve(path: str | Path) -> Path:
-    """The checkpoint folder; if a crash interrupted a replace, the previous copy (``.NAME.old-*``)."""
+    """The checkpoint folder; if a crash interrupted a replace, the copy :func:`newest_copy` picks."""
     p = Path(path)
     if p.is_dir():
         return p
-    olds = sorted(p.parent.glob(f".{p.name}.old-*"))
-    if not p.exists() and olds:
-        return olds[-1]
+    found = newest_copy(p)
+    if found is not None:
+        return found
     raise CheckpointError(f"{p}: no such checkpoint directory")
+
+
+# --------------------------------------------------------------------------- interrupted saves
+# save_checkpoint writes .NAME.tmp-<tag>, renames NAME to .NAME.old-<tag>, renames the tmp to NAME, removes the
+# old (<tag> = pid@host of the writer). A kill -9 leaves: a tmp (complete or not) beside NAME (before the first
+# rename), or a complete old + a complete tmp and no NAME (between the renames), or NAME + old (after the second).
+def _leftovers(final: Path) -> list[tuple[Path, str, str]]:
+    """(path, "tmp" | "old", owner tag) of the interrupted-save folders of checkpoint ``final``."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(?P<kind>tmp|old)-(?P<tag>.+)")
+    try:
+        entries = sorted(final.parent.iterdir()) if final.parent.is_dir() else []
+    except OSError:
+        return []
+    return [(e, m["kind"], m["tag"]) for e in entries if (m := pattern.fullmatch(e.name)) and e.is_dir()]
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether every file of checkpoint ``folder`` reads back (weights with our metadata, config, training state)."""
+    try:
+        tensors, metadata = read_weights(folder / WEIGHTS)
+        config_from_dict(yaml.safe_load((folder / CONFIG).read_text()) or {})
+        if (folder / STATE).exists():
+            torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (any failure to read back means "not complete")
+        return False
+    return metadata.get("format") == FORMAT and bool(tensors)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
+
+
+def newest_copy(final: str | Path) -> Path | None:
+    """Checkpoint ``final`` as a crash left it: a complete temporary copy newer than ``final`` (the save died before
+    putting it in place), else ``final`` itself, else the previous copy moved aside (``.NAME.old-*``); None if none."""
+    final = Path(final)
+    here = final if (final / WEIGHTS).is_file() else None
+    tmps = [p for p, kind, _ in _leftovers(final) if kind == "tmp" and _mtime(p) > _mtime(final)]
+    for tmp in sorted(tmps, key=_mtime, reverse=True):
+        if is_complete(tmp):
+            return tmp
+    if here is not None:
+        return here
+    olds = [p for p, kind, _ in _leftovers(final) if kind == "old" and (p / WEIGHTS).is_file()]
+    return max(olds, key=_mtime) if olds else None
+
+
+def recover_checkpoint(final: str | Path, say: Callable[[str], None]) -> None:
+    """Undo what a killed :func:`save_checkpoint` left of checkpoint ``final`` (call it holding the run folder).
+
+    The copy :func:`newest_copy` picks is put in place as ``final``; the other temporary folders of dead
+    processes are removed. Each action is reported through ``say``. Folders of live processes are left alone.
+    """
+    final = Path(final)
+    stale = [(p, tag) for p, _, tag in _leftovers(final) if owner_alive(tag) is False]
+    if not stale:
+        return
+    chosen = newest_copy(final)
+    if chosen is not None and chosen != final:
+        if any(chosen == p for p, _ in stale):
+            aside = final.parent / f".{final.name}.old-{owner_tag()}"
+            replaced = final.exists()
+            if replaced:
+                os.rename(final, aside)
+            os.rename(chosen, final)
+            _fsync_path(final.parent)
+            if replaced:
+                shutil.rmtree(aside)  # the older copy, superseded as the interrupted save would have done
+            kind = "newer, complete copy the save had not put in place" if ".tmp-" in chosen.name else "previous copy"
+            say(f"recovered {final} from {chosen.name}: the {kind} (its writer died during the save)")
+    for leftover, tag in stale:  # what is left is incomplete (a save cut short) or older than ``final``
+        if not leftover.exists():
+            continue
+        try:
+            shutil.rmtree(leftover)
+        except OSError as err:
+            say(f"warning: could not remove the leftover {os_error_line(err, leftover)}")
+            continue
+        say(f"removed {leftover}: an unfinished or superseded copy of {final.name} left by process {tag}, "
+            "which is gone")
+
+
+# --- dataset identity (issue 11, helper 11) ---------------------------------------------------------------
+IDENTITY = "dataset_identity.json"
+IDENTIFIERS = "identifiers.json"
+
+
+def _write_dataset_identity(folder: Path, identity: DatasetIdentity | None, data_path: str) -> None:
+    if identity is None:
+        return
+    (folder / IDENTIFIERS).write_text(json.dumps(list(identity.identifiers)) + "\n")
+    record = {"fingerprint": identity.fingerprint, "num_puzzle_identifiers": identity.num_puzzle_identifiers,
+              "data_path": str(data_path)}
+    (folder / IDENTITY).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_dataset_identity(path: str | Path) -> DatasetIdentity | None:
+    """The identity of the dataset checkpoint ``path`` was trained on; None for checkpoints written before
+    identities were recorded (or without a dataset)."""
+    folder = _resolve(path)
+    if not (folder / IDENTITY).exists():
+        return None
+    try:
+        record = json.loads((folder / IDENTITY).read_text())
+        names = json.loads((folder / IDENTIFIERS).read_text())
+        identity = DatasetIdentity(str(record["fingerprint"]), tuple(names))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{folder}: cannot read its dataset identity ({type(exc).__name__}: {exc})") from None
+    if identity.num_puzzle_identifiers != record["num_puzzle_identifiers"]:
+        raise CheckpointError(f"{folder / IDENTIFIERS}: {identity.num_puzzle_identifiers} names, "
+                              f"{IDENTITY} says {record['num_puzzle_identifiers']}")
+    return identity
+
+
+def check_resume_dataset(path: str | Path, data_path: str | Path) -> str | None:
+    """Refuse (DatasetMismatchError, both fingerprints named) to resume checkpoint ``path`` on another dataset
+    build; returns a warning line for an old checkpoint that records no dataset (nothing can be checked)."""
+    trained_on = read_dataset_identity(path)
+    if trained_on is None:
+        return (f"warning: {path} records no dataset identity (written by an older hrm_fast): cannot check that "
+                f"{data_path} is the build it was trained on")
+    check_same_dataset(trained_on, data_path, str(path))
+    return None
+# --- end dataset identity ----------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------- loading

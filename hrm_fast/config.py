@@ -12,13 +12,16 @@ summed over all ranks and all ``train.grad_accum`` micro-batches; one micro-batc
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "train" / "configs"
@@ -182,6 +185,8 @@ class LogConfig(_Section):
 class RunConfig(_Section):
     dir: str | None = Field(None, description="default runs/<preset>-<timestamp>")
     resume: str = Field("none", description='"none", "auto" or a checkpoint path')
+    overwrite: bool = Field(
+        False, description="run.dir already holds a run: move it aside to <run.dir>.replaced-<UTC time>, start anew")
 
 
 class ProfileConfig(_Section):
@@ -339,6 +344,48 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
         keys, value = parse_override(item)
         _set_dotted(data, keys, value, item)
     return config_from_dict(data)
+
+
+# --------------------------------------------------------------------------- --help
+def _type_name(annotation: Any) -> str:
+    """``int``, ``float | None``, ``"rope" | "learned"``, ``list[str]``: the type of a field as a user writes it."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _field_line(name: str, field: FieldInfo) -> str:
+    default = field.get_default(call_default_factory=True)
+    limits = [f"{op} {getattr(m, key)}" for m in field.metadata for key, op in
+              (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if getattr(m, key, None) is not None]
+    text = f"  {name}: {_type_name(field.annotation)} = {json.dumps(default)}"
+    notes = ", ".join(limits + ([field.description] if field.description else []))
+    return f"{text}   ({notes})" if notes else text
+
+
+def config_help() -> str:
+    """Every config section with its keys, types, defaults (and limits), generated from the models above."""
+    lines = ["presets (preset=NAME; train/configs/NAME.yaml):"]
+    for name in available_presets():
+        first = (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        lines.append(f"  {name}" + (f": {about}" if about else ""))
+    lines += ["", "keys (section.key=value; the defaults below, unless the preset sets its own):"]
+    top = [(n, f) for n, f in Config.model_fields.items() if _section_for(Config, (n,)) is None]
+    lines += [_field_line(n, f) for n, f in top]
+    for name in Config.model_fields:
+        section = _section_for(Config, (name,))
+        if section is None:
+            continue
+        doc = (section.__doc__ or "").strip().splitlines()
+        lines += ["", f"{name}:" + (f"  {doc[0]}" if doc and section.__doc__ != _Section.__doc__ else "")]
+        lines += [_field_line(n, f) for n, f in section.model_fields.items()]
+    return "\n".join(lines)
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

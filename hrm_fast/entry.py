@@ -23,10 +23,12 @@ def default_preset(argv: list[str]) -> tuple[str | None, str]:
 
 def main(argv: list[str]) -> int:
     """Parse ``argv`` (``key=value`` items), train, return the exit code."""
-    from hrm_fast.config import ConfigError, load_config
+    from hrm_fast.config import ConfigError, config_help, load_config
 
     if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
+        print(f"{USAGE}\n\nWithout preset=: seed-4090 when CUDA is available, else cpu-tiny. Exit codes: 0 done or "
+              "stopped by SIGINT/SIGTERM (last saved), 2 bad config, input or file system, 3 non-finite loss.\n")
+        print(config_help())
         return 0
     bad = [a for a in argv if "=" not in a]
     if bad:
@@ -44,6 +46,8 @@ def main(argv: list[str]) -> int:
 
     from hrm_fast.checkpoint import CheckpointError
     from hrm_fast.data.sources import DataError
+    from hrm_fast.fs import FsError, os_error_line
+    from hrm_fast.run_dir import RunDirError
     from hrm_fast.trainer import Trainer
 
     info = D.setup(config.device)
@@ -56,9 +60,16 @@ def main(argv: list[str]) -> int:
     try:
         try:
             trainer = Trainer(config, info)
-        except (ConfigError, CheckpointError, DataError, FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+        except (ConfigError, CheckpointError, DataError, RunDirError, FsError, ValueError) as err:
+            if info.is_main or not isinstance(err, RunDirError):  # rank 0's run-folder error reaches every rank
+                print(f"error: {err}", file=sys.stderr)
             return 2
-        return trainer.train()
+        except OSError as err:  # a file system error while setting up (reading the data, writing the run folder)
+            print(f"error: {os_error_line(err)}", file=sys.stderr)
+            return 2
+        try:
+            return trainer.train()
+        finally:
+            trainer.close()
     finally:
         D.teardown(info)

@@ -1,4 +1,4 @@
-"""Fault handling for the training loop: graceful stop on SIGINT/SIGTERM, non-finite loss detection.
+"""Fault handling for the training loop: graceful stop on SIGINT/SIGTERM, non-finite loss detection, test kill hooks.
 
 Non-finite detection keeps a device-side record of the first bad step, updated every step with
 tensor ops only (no host sync), and read on the host at check points (every step on CPU where a
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from types import FrameType
 
 import torch
@@ -74,6 +75,19 @@ class NonFiniteError(RuntimeError):
     def __init__(self, step: int) -> None:
         super().__init__(f"non-finite loss or gradient at step {step}")
         self.step = step
+
+
+def fault_point(name: str) -> None:
+    """Test hook at the moment ``NAME`` (e.g. ``step5``: in optimizer step 5, after its batch was drawn; ``resume``:
+    while a resume rewrites the log): ``HRM_FAST_TEST_KILL_AT=NAME`` SIGKILLs this process there,
+    ``HRM_FAST_TEST_PAUSE_AT=NAME`` prints ``paused at NAME`` to stderr and waits there until killed."""
+    if os.environ.get("HRM_FAST_TEST_KILL_AT") == name:
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("HRM_FAST_TEST_PAUSE_AT") == name:
+        print(f"paused at {name}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
 
 
 def nan_injection_step() -> int | None:

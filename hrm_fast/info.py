@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hrm_fast.config import Config, ConfigError, config_to_yaml, load_config
+from hrm_fast.config import Config, ConfigError, config_help, config_to_yaml, load_config
 from hrm_fast.flops import config_flops, format_flops
 from hrm_fast.model import HRM
 
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
+        print(config_help())
         return 0
     bad = [a for a in args if "=" not in a]
     if bad:

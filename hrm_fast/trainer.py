@@ -34,7 +34,15 @@ from hrm_fast import run_dir as R
 from hrm_fast import train_state as TS
 from hrm_fast.config import Config, ConfigError, config_to_dict, save_config
 from hrm_fast.ema import EMA, maybe_applied
-from hrm_fast.faults import GracefulStop, NonFiniteError, NonFiniteTracker, first_line, nan_injection_step
+from hrm_fast.faults import (
+    GracefulStop,
+    NonFiniteError,
+    NonFiniteTracker,
+    fault_point,
+    first_line,
+    nan_injection_step,
+)
+from hrm_fast.fs import os_error_line, owner_tag
 from hrm_fast.model import autocast_dtype
 from hrm_fast.profiling import StepWindowProfiler, nvtx_range
 from hrm_fast.runlog import NullLogger, RunLogger, read_metrics
@@ -64,25 +72,44 @@ class Trainer:
                               f"device {self.device}, compile={self.compile}, {dist.world_size} rank(s)")
         self.amp_dtype = autocast_dtype(config.model.forward_dtype, self.device)
 
-        self.run_dir, self.resume_from = self._resolve_run_dir()
-        self._ensure_dataset()
-        torch.manual_seed(tc.seed + dist.rank)  # model init is broadcast from rank 0; this seeds dropout per rank
-        self._build_data()
-        self._build_model()
-        if config.init.from_ is not None:  # a new run from a checkpoint's weights (a resume loads its own)
-            from hrm_fast.solve.init import init_from_checkpoint
+        self.lock: R.RunLock | None = None
+        self.run_dir, self.resume_from, start_over, created = self._open_run_dir()
+        try:
+            self._ensure_dataset()
+            torch.manual_seed(tc.seed + dist.rank)  # model init is broadcast from rank 0; this seeds dropout per rank
+            self._build_data()
+            self._build_model()
+            if config.init.from_ is not None:  # a new run from a checkpoint's weights (a resume loads its own)
+                from hrm_fast.solve.init import init_from_checkpoint
 
-            init_from_checkpoint(self, load_weights=self.resume_from is None)
-        self.step = 0
-        self.best_metric: float | None = None
-        self.last_saved_step: int | None = None
-        self.tracker = NonFiniteTracker(self.device)
-        self.explore_gen = torch.Generator(device="cpu")
-        self.explore_gen.manual_seed(tc.seed + 1_000_003)
-        self._reset_accumulators()
-        if self.resume_from is not None:
-            self._resume(self.resume_from)
-        self.logger = self._make_logger()
+                init_from_checkpoint(self, load_weights=self.resume_from is None)
+            self.step = 0
+            self.best: tuple[float, float, float] | None = None  # best_key of the checkpoint in <run>/best
+            self.best_step: int | None = None
+            self.last_saved_step: int | None = None
+            self.tracker = NonFiniteTracker(self.device)
+            self.explore_gen = torch.Generator(device="cpu")
+            self.explore_gen.manual_seed(tc.seed + 1_000_003)
+            self._reset_accumulators()
+            if self.resume_from is not None:
+                self._resume(self.resume_from)
+            elif start_over and dist.is_main:
+                _truncate_metrics(self.run_dir / "metrics.jsonl", 0)
+            self.logger = self._make_logger()
+        except BaseException:
+            self.close(remove_empty=created)
+            raise
+
+    def close(self, remove_empty: bool = False) -> None:
+        """Release the run folder's lock (``remove_empty``: and remove the folder if this run made it and wrote
+        nothing in it: a run that failed at start-up leaves no trace)."""
+        if self.lock is None:
+            return
+        self.lock.close()
+        self.lock = None
+        if remove_empty and sorted(os.listdir(self.run_dir)) == [R.LOCK]:
+            (self.run_dir / R.LOCK).unlink()
+            self.run_dir.rmdir()
 
     # ------------------------------------------------------------------ set-up
     def _say(self, message: str) -> None:
@@ -90,12 +117,28 @@ class Trainer:
             tqdm.write(message, file=sys.stdout)
             sys.stdout.flush()
 
-    def _resolve_run_dir(self) -> tuple[Path, Path | None]:
-        chosen = None
+    def _open_run_dir(self) -> tuple[Path, Path | None, bool, bool]:
+        """(run folder, checkpoint to resume from, start over, folder made now): rank 0 chooses and locks the folder
+        (:func:`hrm_fast.run_dir.open_run_dir`), every rank gets its choice or its error (RunDirError, one line)."""
+        rc = self.cfg.run
+        chosen: tuple[str, ...] | None = None
         if self.dist.is_main:
-            chosen = R.resolve(self.cfg.run.dir, self.cfg.run.resume, self.cfg.preset)
-        run_dir, resume = D.broadcast_object(chosen, self.dist)
-        return Path(run_dir), (Path(resume) if resume is not None else None)
+            try:
+                run_dir, resume = R.resolve(rc.dir, rc.resume, self.cfg.preset)
+                created = not run_dir.exists()
+                self.lock, resume, start_over = R.open_run_dir(run_dir, resume, rc.resume, rc.overwrite, self._say)
+                chosen = ("ok", str(run_dir), str(resume) if resume else "", str(start_over), str(created))
+            except R.RunDirError as err:
+                chosen = ("error", str(err))
+            except FileNotFoundError as err:  # a run.resume path with no checkpoint (resolve's own message)
+                chosen = ("error", str(err) if err.filename is None else f"run.dir: {os_error_line(err)}")
+            except OSError as err:
+                chosen = ("error", f"run.dir: cannot use the run folder: {os_error_line(err)}")
+        chosen = D.broadcast_object(chosen, self.dist)
+        if chosen[0] == "error":
+            raise R.RunDirError(chosen[1])
+        _, run_dir, resume, start_over, created = chosen
+        return Path(run_dir), (Path(resume) if resume else None), start_over == "True", created == "True"
 
     def _ensure_dataset(self) -> None:
         """Build the preset's dataset when ``data.path`` has none (rank 0 builds, the others wait)."""
@@ -185,6 +228,7 @@ class Trainer:
         with nvtx_range("data"):
             rank_batch = next(batch_iter)
         explore, min_steps = self._global_draws()
+        fault_point(f"step{self.step + 1}")
         inject = nan_injection_step()
         if self.use_step_program:
             if self.step_program is not None:
@@ -361,7 +405,8 @@ class Trainer:
             "total_steps": self.total_steps,
             "world_size": self.dist.world_size,
             "grad_accum": self.cfg.train.grad_accum,
-            "best_metric": self.best_metric,
+            "best_metric": list(self.best) if self.best is not None else None,
+            "best_step": self.best_step,
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "sampler": self.sampler.state_dict(),
             "explore_rng": self.explore_gen.get_state(),
@@ -383,9 +428,23 @@ class Trainer:
             self.last_saved_step = self.step
         D.barrier(self.dist)
 
-    def _resume(self, path: Path) -> None:
-        from hrm_fast.checkpoint import load_ema_state, load_state_into, load_training_state, read_weights
+    def _kept(self) -> str:
+        """What survives a run stopped by an error: its last good checkpoint."""
+        if self.last_saved_step is None:
+            return "no checkpoint had been written"
+        return f"the last good checkpoint is {self.run_dir / 'last'} (step {self.last_saved_step})"
 
+    def _resume(self, path: Path) -> None:
+        from hrm_fast.checkpoint import (
+            check_resume_dataset,
+            load_ema_state,
+            load_state_into,
+            load_training_state,
+            read_weights,
+        )
+
+        if (note := check_resume_dataset(path, self.cfg.data.path)) is not None:  # dataset identity (issue 11)
+            self._say(note)
         state = load_training_state(path)
         tensors, _ = read_weights(path / "model.safetensors")
         load_state_into(self.model, tensors, str(path / "model.safetensors"))
@@ -400,7 +459,7 @@ class Trainer:
         self.explore_gen.set_state(state["explore_rng"])
         self.step = int(state["step"])
         self.last_saved_step = self.step
-        self.best_metric = state["best_metric"]
+        self.best, self.best_step = _best_from_state(state)
         self.tracker = NonFiniteTracker(self.device, self.step)
         if state["world_size"] == self.dist.world_size:
             TS.set_rng_state(state["rng"][self.dist.rank], self.device)
@@ -479,12 +538,18 @@ class Trainer:
                 t_aside = time.perf_counter()
                 if at_eval or (at_end and self.val_split is not None):
                     val = self.evaluate()
+                    key = best_key(val)
+                    better = self.best is None or key > self.best
+                    if better:
+                        self.best, self.best_step = key, self.step
+                    val["val/best_step"] = float(self.best_step)  # which step <run>/best holds after this eval
                     self.logger.log(self.step, val)
-                    self._say(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
-                    score = val.get("val/exact_accuracy")
-                    if score is not None and (self.best_metric is None or score > self.best_metric):
-                        self.best_metric = score
+                    self._say(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()
+                                                                  if k != "val/best_step"))
+                    if better:
                         self.save("best")
+                        self._say(f"best: {self.run_dir / 'best'} now holds step {self.step} (exact accuracy "
+                                  f"{key[0]:.4f}, token accuracy {key[1]:.4f}, loss {-key[2]:.4f})")
                 if at_ckpt or at_end or stopping:
                     self.save("last")
                 t_excluded += time.perf_counter() - t_aside
@@ -495,17 +560,22 @@ class Trainer:
             if cfg.eval.arc_at_end:
                 self.arc_evaluate()
         except NonFiniteError as err:
-            kept = (f"the last good checkpoint is {self.run_dir / 'last'} (step {self.last_saved_step})"
-                    if self.last_saved_step is not None else "no checkpoint had been written")
-            print(f"error: {err}; stopped without saving: {kept}. Lower train.lr, set train.grad_clip, or use "
+            print(f"error: {err}; stopped without saving: {self._kept()}. Lower train.lr, set train.grad_clip, or use "
                   "model.forward_dtype=float32 to find the cause.", file=sys.stderr, flush=True)
             self.logger.text(str(err))
             return 3
+        except OSError as err:  # disk full, read-only remount, I/O error: writing a checkpoint or the log
+            print(f"error: {os_error_line(err)}; stopped at step {self.step}: {self._kept()}", file=sys.stderr,
+                  flush=True)
+            return 2
         finally:
             profiler.close()
             bar.close()
             stop.uninstall()
-            self.logger.close()
+            try:
+                self.logger.close()
+            except OSError as err:
+                print(f"warning: closing the run's log: {os_error_line(err)}", file=sys.stderr, flush=True)
         self._say(f"done: {self.step} steps; checkpoints in {self.run_dir}")
         _test_dump_weights(self.model, self.dist)
         return 0
@@ -558,9 +628,29 @@ def _truncate_metrics(path: Path, step: int) -> None:
     import json
 
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{owner_tag()}")  # a killed run's copy is removed by run_dir.open_run_dir
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    fault_point("resume")
     os.replace(tmp, path)
+
+
+def best_key(val: dict[str, float]) -> tuple[float, float, float]:
+    """How validation results rank for ``best``: exact accuracy, then token accuracy, then lower loss (NaN last)."""
+    def finite(x: float | None) -> float:
+        return float("-inf") if x is None or x != x else float(x)
+
+    return (finite(val.get("val/exact_accuracy")), finite(val.get("val/accuracy")),
+            finite(-val["val/lm_loss"] if "val/lm_loss" in val else None))
+
+
+def _best_from_state(state: dict[str, Any]) -> tuple[tuple[float, float, float] | None, int | None]:
+    """(best_key, step) of a checkpoint's training state; states before issue 11 kept exact accuracy only."""
+    best = state.get("best_metric")
+    if best is None:
+        return None, state.get("best_step")
+    if isinstance(best, (int, float)):
+        return (float(best), float("-inf"), float("-inf")), state.get("best_step")
+    return tuple(float(x) for x in best), state.get("best_step")
 
 
 def total_steps_for(config: Config, total_groups: int, mean_puzzle_examples: float) -> int:

@@ -150,3 +150,50 @@ def test_import_refuses_bad_input(tmp_path):
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert run.returncode == 2 and "garbage: cannot read checkpoint" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- interrupted saves (issue 11)
+def _dead_tag() -> str:
+    """An owner tag (pid@host) of a process that has exited."""
+    proc = subprocess.run([sys.executable, "-c", "from hrm_fast.fs import owner_tag; print(owner_tag())"],
+                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return proc.stdout.strip()
+
+
+def _save(folder, step: int):
+    model, cfg = make_model(seed=step)
+    ck.save_checkpoint(folder, model, cfg, {"step": torch.tensor(step)})
+    return model
+
+
+def test_recover_promotes_a_complete_newer_copy_left_between_the_two_renames(tmp_path):
+    dead, messages = _dead_tag(), []
+    _save(tmp_path / "last", 3)
+    os.rename(tmp_path / "last", tmp_path / f".last.old-{dead}")  # the first rename happened
+    newer = _save(tmp_path / "new", 6)
+    os.rename(tmp_path / "new", tmp_path / f".last.tmp-{dead}")  # the second did not
+    assert ck.newest_copy(tmp_path / "last").name == f".last.tmp-{dead}"  # what a reader (train.evaluate) takes
+    ck.recover_checkpoint(tmp_path / "last", messages.append)
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+    assert int(ck.load_training_state(tmp_path / "last")["step"]) == 6
+    assert_same(outputs(newer), outputs(ck.load_checkpoint(tmp_path / "last")[0].eval()))
+    assert messages[0].startswith(f"recovered {tmp_path / 'last'} from .last.tmp-{dead}")
+    assert f"removed {tmp_path / f'.last.old-{dead}'}" in messages[1]
+
+
+def test_recover_removes_an_unfinished_copy_and_keeps_live_ones(tmp_path):
+    dead, messages = _dead_tag(), []
+    _save(tmp_path / "last", 3)
+    _save(tmp_path / "cut", 6)
+    state = tmp_path / "cut" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # killed while torch.save was writing
+    os.rename(tmp_path / "cut", tmp_path / f".last.tmp-{dead}")
+    (tmp_path / f".best.tmp-{dead}").mkdir()  # killed right after making the folder
+    live = tmp_path / f".last.tmp-{os.getpid()}@{ck.owner_tag().split('@')[1]}"
+    live.mkdir()  # a save in progress in a live process is not touched
+    for name in ("last", "best"):
+        ck.recover_checkpoint(tmp_path / name, messages.append)
+    assert sorted(os.listdir(tmp_path)) == sorted(["last", live.name])
+    assert int(ck.load_training_state(tmp_path / "last")["step"]) == 3
+    assert len(messages) == 2 and all(m.startswith("removed ") for m in messages)
+    assert not ck.is_complete(live) and ck.is_complete(tmp_path / "last")

@@ -1,6 +1,7 @@
 """The dataset builder: splits, augmentation copies, determinism, bad input."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -198,11 +199,34 @@ def test_contamination_and_duplicates_are_reported(tmp_path):
     assert any("contamination" in w and "same id" in w for w in sel.warnings)
     a = _task()
     src = _write_tasks(tmp_path / "dups", {"a": a, "b": a})
-    _write_tasks(tmp_path / "dups" / "sub", {"a": _task()})
+    _write_tasks(tmp_path / "dups" / "sub", {"a": a})  # an identical duplicate id: a warning
     sel = select_tasks([str(src)], [])
     assert any("duplicate task ids" in w for w in sel.warnings)
     assert any("b==a" in w for w in sel.warnings)
     assert len(sel.train) == 2
+
+
+def test_conflicting_duplicate_ids_exit_2_naming_both_files(tmp_path, capsys):
+    """Issue 11 (7): the same task id with different pairs in two folders was a warning, one silently dropped."""
+    first = _write_tasks(tmp_path / "one", {"a": _task()})
+    second = _write_tasks(tmp_path / "two", {"a": _task()})
+    out = tmp_path / "out" / "ds"
+    assert main(["--source", str(first), "--source", str(second), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task id a" in err
+    assert str(first / "a.json") in err and str(second / "a.json") in err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_deeply_nested_json_exit_2_naming_the_file(tmp_path, capsys):
+    """Issue 11 (7): ``[[[[...`` nested 100k deep gave a RecursionError traceback."""
+    src = _write_tasks(tmp_path / "src", {"good": _task()})
+    (src / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = tmp_path / "ds"
+    assert main(["--source", str(src), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(src / "deep.json") in err and "nested too deeply" in err
+    assert not out.exists()
 
 
 def test_kaggle_pairs_are_read(tmp_path):
@@ -291,3 +315,32 @@ def test_error_during_write_leaves_nothing(small_sources, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DataError):
         build_dataset(tmp_path / "ds", [], [], progress=False)
+
+
+def test_dataset_fingerprint_recorded_computed_and_path_independent(small_build, small_sources, tmp_path):
+    """Issue 11 (3): what a checkpoint depends on (identifiers + split index arrays) has a fingerprint."""
+    from hrm_fast.data.identity import FINGERPRINT_KEY, compute_fingerprint, dataset_identity
+
+    recorded = json.loads((small_build / "metadata.json").read_text())[FINGERPRINT_KEY]
+    assert recorded.startswith("sha256:") and compute_fingerprint(small_build) == recorded
+    # the original HRM layout (no metadata.json, no extras): computed on load, the same value
+    hrm = tmp_path / "hrm_layout"
+    shutil.copytree(small_build, hrm)
+    (hrm / "metadata.json").unlink()
+    for split in ("val", "test"):
+        (hrm / split / "tasks.json").unlink()
+        (hrm / split / "all__test_index.npy").unlink()
+    identity = dataset_identity(hrm)
+    assert identity.fingerprint == recorded
+    assert list(identity.identifiers) == json.loads((small_build / "identifiers.json").read_text())
+    # another seed, same sizes: a different build
+    other = tmp_path / "seed4"
+    build_dataset(other, [small_sources[0]], [small_sources[1]], num_aug=6, seed=4, max_grid_size=8,
+                  val_fraction=0.34, progress=False)  # fmt: skip
+    assert dataset_identity(other).num_puzzle_identifiers == identity.num_puzzle_identifiers
+    assert dataset_identity(other).fingerprint != recorded
+    # the index arrays count too: the same names, one puzzle's examples regrouped
+    indices = np.load(hrm / "train" / "all__puzzle_indices.npy")
+    indices[1] += 1
+    np.save(hrm / "train" / "all__puzzle_indices.npy", indices)
+    assert compute_fingerprint(hrm) != recorded

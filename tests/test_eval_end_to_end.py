@@ -244,3 +244,90 @@ def test_cli_original_hrm_checkpoint_with_config(checkpoint, tmp_path, capsys):
     assert json.loads((theirs / "submission.json").read_text()) == sub
     a, b = (json.loads((d / "scores.json").read_text()) for d in (theirs, ours))
     assert a["empty_crop_fraction"] == b["empty_crop_fraction"] < 0.5  # real answers, not placeholders
+
+
+def _rebuild(dataset, out, **changes):
+    """Another build with the fixture's arguments except ``changes``."""
+    from hrm_fast.data.build import build_dataset
+
+    args = dict(num_aug=12, max_grid_size=6, val_fraction=0.2, subset=20, workers=0, progress=False) | changes
+    build_dataset(out, ["arc-agi-1"], ["arc-agi-1"], **args)
+    return out
+
+
+def test_cli_on_a_rebuilt_dataset_maps_puzzles_by_name(checkpoint, dataset, tmp_path, capsys):
+    """Issue 11 (3): a same-size rebuild with another --seed was evaluated with the wrong puzzle embeddings,
+    unnoticed. Now puzzles are mapped by name; views of puzzles the checkpoint does not know are not run."""
+    from hrm_fast.checkpoint import read_dataset_identity
+    from train.evaluate import main
+
+    other = _rebuild(dataset, tmp_path / "seed7", seed=7)
+    known = set(read_dataset_identity(checkpoint).identifiers)
+    split = load_eval_split(other, "test")
+    names = [split.identifiers[p] for p in split.puzzle_ids]
+    unknown_rows = sum(1 for n in names if n not in known)
+    assert 0 < unknown_rows < len(names)  # the originals are known (same names), most augmented copies are not
+    out = tmp_path / "eval"
+    assert main([f"checkpoint={checkpoint}", f"data.path={other}", f"out={out}", "eval.views=all",
+                 "progress=false"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "mapped by name" in printed and "unknown to the checkpoint" in printed
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["unknown_puzzle_views"] == unknown_rows and scores["views"] == len(names) - unknown_rows
+    assert scores["unknown_puzzles"] == len({n for n in names if n not in known})
+    assert "puzzle unknown to the checkpoint" in (out / "report.html").read_text()
+    # the same build: nothing mapped, nothing skipped
+    assert main([f"checkpoint={checkpoint}", f"out={tmp_path / 'same'}", "eval.views=1", "progress=false"]) == 0
+    assert "mapped by name" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "same" / "scores.json").read_text())["unknown_puzzle_views"] == 0
+
+
+def test_mapped_rows_use_their_own_puzzle_row_of_the_checkpoint(checkpoint, dataset, tmp_path):
+    """A smaller build (fewer puzzles: only ids beyond the table were caught before): every row that runs
+    carries the checkpoint's identifier of its own puzzle name; the others are never selected."""
+    from hrm_fast.checkpoint import read_dataset_identity
+
+    ckpt_names = read_dataset_identity(checkpoint).identifiers
+    split = load_eval_split(_rebuild(dataset, tmp_path / "small", subset=8), "test")
+    mapped = split.mapped_to(ckpt_names)
+    assert mapped.unknown is not None
+    for r in range(split.num_rows):
+        name = split.identifiers[split.puzzle_ids[r]]
+        if mapped.unknown[r]:
+            assert name not in ckpt_names and mapped.puzzle_ids[r] == 0
+        else:
+            assert ckpt_names[mapped.puzzle_ids[r]] == name
+    for views in ("all", 2):
+        assert not mapped.unknown[mapped.select(views)].any()
+
+
+def test_cli_old_checkpoint_without_identity_warns(checkpoint, tmp_path, capsys):
+    from train.evaluate import main
+
+    old = tmp_path / "old"
+    shutil.copytree(checkpoint, old)
+    (old / "dataset_identity.json").unlink()
+    (old / "identifiers.json").unlink()
+    assert main([f"checkpoint={old}", f"out={tmp_path / 'eval'}", "eval.views=1", "progress=false"]) == 0
+    assert "records no dataset identity" in capsys.readouterr().out
+    (old / "dataset_identity.json").write_text("[" * 100_000)  # unreadable: one line, exit 2
+    (old / "identifiers.json").write_text("[]")
+    assert main([f"checkpoint={old}", f"out={tmp_path / 'eval2'}", "progress=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{old}: cannot read its dataset identity" in err
+
+
+def test_cli_prints_the_checkpoints_step_and_run(checkpoint, tmp_path, capsys):
+    """Issue 11 (6): the quick start's checkpoint=runs/<run> evaluates `best` (possibly an early step) silently."""
+    from hrm_fast.checkpoint import load_checkpoint, save_checkpoint
+    from train.evaluate import main
+
+    model, config = load_checkpoint(checkpoint)
+    run = tmp_path / "run"
+    save_checkpoint(run / "best", model, config, state={"step": 160})
+    save_checkpoint(run / "last", model, config, state={"step": 640})
+    (run / "config.yaml").write_text((checkpoint / "config.yaml").read_text())
+    assert main([f"checkpoint={run}", f"out={tmp_path / 'eval'}", "eval.views=1", "progress=false"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"checkpoint {run / 'best'}: step 160, run {run} (its last checkpoint is at step 640)"
+    assert json.loads((tmp_path / "eval" / "scores.json").read_text())["step"] == 160

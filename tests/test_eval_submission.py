@@ -161,3 +161,42 @@ def test_cli_module_on_arc_agi_1(tmp_path):
         out = json.loads(res.stdout)
         assert out["tasks"] == 400 and out["test_outputs"] == sum(len(t.test) for t in ev)
         assert (out["kaggle"], out["arc_prize"], out["all_or_nothing"]) == (want, want, want)
+
+
+def test_cli_partial_submission_scored_over_what_it_covers(tmp_path, capsys):
+    """Issue 11 (8): the README's score command failed on a subset evaluation's submission with one
+    "missing from the submission" line per task; now the covered tasks are scored, one line names the rest."""
+    src = write_sources(tmp_path)[0]
+    only_a = tmp_path / "only_a.json"
+    only_a.write_text(json.dumps({"aaaa0001": oracle_submission(TASKS)["aaaa0001"]}))
+    assert score_main([str(only_a), "--solutions", str(src)]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "not in the submission" in line]
+    assert len(notes) == 1 and "1 of the 2 tasks" in notes[0] and "bbbb0002" in notes[0]
+    assert "1 tasks, 1 test outputs" in out and "all_or_nothing (per task)        : 1.0000" in out
+    assert score_main([str(only_a), "--solutions", str(src), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["missing_tasks"] == 1 and "not in the submission" in captured.err
+    assert score_main([str(only_a), "--solutions", str(src), "--only-submitted"]) == 0  # the old flag still works
+    capsys.readouterr()
+    assert score_main([str(only_a), "--solutions", str(src), "--require-all"]) == 2  # the strict mode
+    assert "task bbbb0002: missing from the submission" in capsys.readouterr().err
+    # malformed attempts still fail loudly, in either mode
+    bad = {"aaaa0001": [{"attempt_1": [[1, 2], [3]], "attempt_2": [[1]]}]}
+    only_a.write_text(json.dumps(bad))
+    assert score_main([str(only_a), "--solutions", str(src)]) == 2
+    assert "task aaaa0001, test input 0, attempt_1" in capsys.readouterr().err
+    only_a.write_text(json.dumps({"zzzz9999": [{"attempt_1": [[1]], "attempt_2": [[1]]}]}))
+    assert score_main([str(only_a), "--solutions", str(src)]) == 2
+    assert "wrong set?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, "\xff\xfe"])
+def test_cli_unreadable_submission_is_one_line_exit_2(tmp_path, capsys, text):
+    """Issue 11 (7): deeply nested JSON gave a RecursionError traceback (also: not UTF-8)."""
+    src = write_sources(tmp_path)[0]
+    sub = tmp_path / "sub.json"
+    sub.write_bytes(text.encode("latin-1"))
+    assert score_main([str(sub), "--solutions", str(src)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(sub) in err and "cannot read JSON" in err

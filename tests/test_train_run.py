@@ -1,7 +1,6 @@
 """End-to-end tests of ``python -m train.run`` on CPU (subprocesses, a tiny model on a tiny 6x6 ARC dataset).
 
 - exact resume: SIGTERM mid-run, then ``run.resume=auto``, gives the uninterrupted run's losses and weights;
-- ``kill -9`` while a checkpoint is being put in place leaves the previous one loadable and resumable;
 - a NaN injected into the loss stops the run naming the step, exit code 3, last good checkpoint kept;
 - ``torchrun --nproc-per-node 2`` (gloo) keeps ranks identical and matches one process with the same global batch;
 - a short run learns (loss falls; token accuracy beats always predicting the most frequent token).
@@ -11,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,26 +124,6 @@ def test_sigterm_then_resume_auto_continues_exactly(tiny_data, reference_run, tm
     _assert_same_run(run, weights, reference_run)
 
 
-@pytest.mark.parametrize("rename", [1, 2], ids=["before-moving-old-aside", "old-aside-new-not-in-place"])
-def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data, reference_run, tmp_path, rename):
-    from hrm_fast.checkpoint import load_checkpoint, load_training_state
-
-    run, weights = tmp_path / "run", tmp_path / "weights"
-    args = TINY_RUN + [f"data.path={tiny_data}", f"train.max_steps={STEPS}", "checkpoint.every=3", f"run.dir={run}"]
-    # the 2nd save (step 6) is SIGKILLed at its rename-th rename: new files written, not yet in place
-    res = _run(args, HRM_FAST_TEST_KILL_IN_SAVE=f"2:{rename}")
-    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
-    model, config = load_checkpoint(run / "last")
-    assert load_training_state(run / "last")["step"] == 3
-    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
-    assert config.train.max_steps == STEPS
-
-    res = _run(args + ["run.resume=auto"], HRM_FAST_TEST_DUMP_WEIGHTS=str(weights))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "at step 3" in res.stdout
-    _assert_same_run(run, weights, reference_run)
-
-
 def test_nan_in_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     from hrm_fast.checkpoint import load_checkpoint, load_training_state
 
@@ -179,6 +159,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(tiny_data, tmp_path, explore)
                    env=_env(HRM_FAST_TEST_DUMP_WEIGHTS=str(two_w)), restore=[two_run, two_w])
     assert res.returncode == 0, failure_report(res)
     assert "2 rank(s), micro-batch 4" in res.stdout
+    assert re.fullmatch(r"pid \d+ on host .+, since .+ UTC\n", (two_run / ".lock").read_text())  # one holder: rank 0
     one_run, one_w = tmp_path / "one", tmp_path / "one_w"
     res = _run(args + [f"run.dir={one_run}"], HRM_FAST_TEST_DUMP_WEIGHTS=str(one_w))
     assert res.returncode == 0, res.stderr[-3000:]

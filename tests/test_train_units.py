@@ -186,3 +186,89 @@ def test_autocast_dtype_only_for_reduced_precision_on_cuda():
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # a device object needs no GPU
     assert autocast_dtype("bfloat16", cuda) is torch.bfloat16 and autocast_dtype("float16", cuda) is torch.float16
     assert autocast_dtype("float32", cuda) is None and autocast_dtype("bfloat16", cpu) is None
+
+
+# --------------------------------------------------------------------------- run folder safety (issue 11)
+def test_run_lock_is_exclusive_names_the_holder_and_ends_with_it(tmp_path):
+    import socket
+
+    first = R.RunLock(tmp_path / "run")  # flock locks belong to an open file: a second open conflicts here too
+    with pytest.raises(R.RunDirError, match=rf"in use by another training run \(pid {os.getpid()} on host "
+                                            rf"{socket.gethostname()}, since .*\): wait for it"):
+        R.RunLock(tmp_path / "run")
+    first.close()
+    R.RunLock(tmp_path / "run").close()
+
+
+def test_open_run_dir_refuses_a_folder_holding_a_run_unless_continued_or_moved_aside(tmp_path):
+    run, said = tmp_path / "run", []
+    lock, resume, over = R.open_run_dir(run, None, "none", False, said.append)  # a new folder
+    lock.close()
+    assert (resume, over, said) == (None, False, []) and not R.holds_run(run)
+    _fake_checkpoint(run / "last")
+    (run / "metrics.jsonl").write_text('{"step": 400}\n')
+    before = sorted(os.listdir(run))
+    with pytest.raises(R.RunDirError, match=r"already holds a run \(last, metrics up to step 400\); use "
+                                            r"run.resume=auto to continue, or choose a new run.dir"):
+        R.open_run_dir(run, None, "none", False, said.append)
+    other = _fake_checkpoint(tmp_path / "other" / "last")
+    with pytest.raises(R.RunDirError, match=r"run.resume=.*other/last into .*: the folder already holds a run"):
+        R.open_run_dir(run, other, str(other), False, said.append)
+    with pytest.raises(R.RunDirError, match="would move aside"):
+        R.open_run_dir(run, run / "last", "auto", True, said.append)
+    assert sorted(os.listdir(run)) == before  # refusals change nothing
+    lock, resume, over = R.open_run_dir(run, run / "last", "auto", False, said.append)  # continuing is fine
+    lock.close()
+    assert resume == run / "last" and not over
+    lock, resume, over = R.open_run_dir(run, None, "none", True, said.append)
+    lock.close()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and sorted(os.listdir(aside[0])) == before  # moved, not deleted
+    assert os.listdir(run) == [R.LOCK] and said[-1].startswith("run.overwrite=true: moved the previous run")
+    (run / "metrics.jsonl").write_text('{"step": 7}\n')  # died before its first checkpoint
+    lock, resume, over = R.open_run_dir(run, None, "auto", False, said.append)
+    lock.close()
+    assert resume is None and over and "stopped before its first checkpoint" in said[-1]
+
+
+def test_run_dir_under_a_regular_file_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code = main(["preset=cpu-tiny", "device=cpu", f"run.dir={tmp_path / 'file' / 'run'}",
+                 f"data.path={tmp_path / 'no-data'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == f"error: run.dir: cannot use the run folder: {tmp_path / 'file' / 'run'}: Not a directory [Errno 20]"
+    assert not (tmp_path / "no-data").exists()  # checked before any work
+
+
+def test_best_ties_break_by_token_accuracy_then_lower_loss():
+    from hrm_fast.trainer import _best_from_state, best_key
+
+    def val(exact: float, token: float, loss: float) -> dict[str, float]:
+        return {"val/exact_accuracy": exact, "val/accuracy": token, "val/lm_loss": loss}
+
+    assert best_key(val(0.0, 0.5, 2.0)) > best_key(val(0.0, 0.4, 1.0))  # exact tie: token accuracy decides
+    assert best_key(val(0.0, 0.5, 1.0)) > best_key(val(0.0, 0.5, 2.0))  # then the lower loss
+    assert best_key(val(0.1, 0.0, 9.0)) > best_key(val(0.0, 1.0, 0.0))  # exact accuracy first
+    assert best_key(val(0.0, 0.5, 2.0)) > best_key(val(0.0, float("nan"), 1.0))  # NaN ranks last
+    assert not best_key(val(0.0, 0.5, 2.0)) > best_key(val(0.0, 0.5, 2.0))  # a full tie keeps the first
+    assert _best_from_state({"best_metric": 0.25}) == ((0.25, float("-inf"), float("-inf")), None)  # older states
+    assert _best_from_state({"best_metric": [0.0, 0.5, -2.0], "best_step": 160}) == ((0.0, 0.5, -2.0), 160)
+
+
+def test_help_lists_presets_and_every_section_key_type_and_default(capsys):
+    from hrm_fast.config import Config, _section_for, available_presets
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n  {p}: " in out for p in available_presets())
+    for name in Config.model_fields:
+        section = _section_for(Config, (name,))
+        if section is None:
+            assert f"\n  {name}: " in out
+            continue
+        assert f"\n{name}:" in out
+        for key in section.model_fields:
+            assert f"\n  {key}: " in out, f"{name}.{key}"
+    assert '\n  lr: float = 0.0001   (> 0)\n' in out and '\n  pos_encodings: "rope" | "learned" = "rope"\n' in out
+    assert "\n  max_steps: int | None = null   (>= 1)\n" in out and "\n  overwrite: bool = false   (" in out

@@ -9,10 +9,16 @@ exist, also by source, concept, grid size and shape), ``tasks.csv`` (one line pe
 
 Keys: ``checkpoint=DIR`` (ours; a run folder means its ``best``, else ``last``) or ``checkpoint=FILE
 hrm_config=all_config.yaml`` (an original HRM checkpoint, converted on the fly); ``split=test|val``;
-``out=DIR`` (default ``<checkpoint>-eval-<split>``, beside the checkpoint); ``progress=true|false``;
+``out=DIR`` (default ``<checkpoint>-eval-<split>``, beside the checkpoint; checked to be writable before anything
+is computed; ``scores.json`` is written last); ``progress=true|false``;
 and config overrides on top of the checkpoint's config: ``data.path=...``, ``eval.views=all|N``, ``eval.batch_size=N``,
 ``eval.ks=[1,2,10]``, ``device=auto|cpu|cuda``, ``model.ops=...``, ``model.forward_dtype=...``.
-Exit code 2 on bad input.
+Exit code 2 on bad input and on filesystem errors (one line naming the path).
+
+It prints the checkpoint's training step (and run). On another dataset build than the checkpoint's (``data.path=``,
+told apart by the dataset fingerprint) puzzles are mapped by name through ``identifiers.json``; views of puzzles the
+checkpoint does not know are not run (``unknown_puzzles`` / ``unknown_puzzle_views`` in scores.json, marked in the
+report).
 
 Under ``torchrun --standalone --nproc-per-node N -m train.evaluate ...`` the views are split over the N ranks
 (``eval.batch_size`` counts all ranks); rank 0 gathers the votes and writes the same files as one process.
@@ -28,8 +34,10 @@ from pathlib import Path
 
 from hrm_fast import distributed as D
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_dict, parse_override
+from hrm_fast.data.sources import DataError
 from hrm_fast.eval.pipeline import evaluate_checkpoint, load_for_eval
 from hrm_fast.eval.views import EvalDataError
+from hrm_fast.fs import FsError, os_error_line
 from hrm_fast.runs.catalog import checkpoint_step, run_of
 
 # Config overrides that may differ from the checkpoint's training config (the architecture may not).
@@ -85,14 +93,41 @@ def setup_dist(device_arg: str) -> D.DistInfo:
     return D.setup(device_arg)
 
 
+def say(dist: D.DistInfo | None, line: str) -> None:
+    """Print a note on rank 0 only."""
+    if dist is None or dist.is_main:
+        print(line, flush=True)
+
+
+def fail(dist: D.DistInfo | None, message: str) -> int:
+    """Print the one-line error (rank-prefixed under torchrun); returns exit code 2."""
+    where = f"[rank {dist.rank}] " if dist is not None and dist.enabled else ""
+    print(f"{where}error: {message}", file=sys.stderr)
+    return 2
+
+
+def describe_checkpoint(ckpt: Path) -> tuple[int | None, str]:
+    """(training step of checkpoint folder ``ckpt`` or None, a line saying which step and run it is)."""
+    step = checkpoint_step(ckpt)
+    about = f"checkpoint {ckpt}: " + (f"step {step}" if step is not None else "training step unknown (no state.pt)")
+    run = run_of(ckpt)
+    if run is not None:
+        about += f", run {run}"
+        last = checkpoint_step(run / "last") if ckpt.name != "last" else None
+        if last is not None and last != step:
+            about += f" (its last checkpoint is at step {last})"
+    return step, about
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    from hrm_fast.checkpoint import CheckpointError
+    from hrm_fast.checkpoint import CheckpointError, read_dataset_identity
 
     dist: D.DistInfo | None = None
+    out: Path | None = None
     try:
         own, overrides = parse_args(argv)
         split = own.get("split", "test")
@@ -105,12 +140,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(own.get("out") or f"{ckpt}-eval-{split}")
         progress = own.get("progress", "true").lower() not in ("false", "0", "no", "off")
         facts = {"checkpoint": str(ckpt), "run": str(run_of(ckpt) or "-")}
+        trained_on = None
+        if ckpt.is_dir():
+            trained_on = read_dataset_identity(ckpt)
+            step, about = describe_checkpoint(ckpt)
+            facts.update({"step": step} if step is not None else {})
+            say(dist, about)
+            if trained_on is None:
+                say(dist, f"warning: {ckpt} records no dataset identity (written by an older hrm_fast): puzzle "
+                          f"identifiers of {config.data.path} are used as they are, unchecked")  # fmt: skip
         scores = evaluate_checkpoint(model, config, split, out, facts=facts, progress=progress, dist=dist,
-                                     step=checkpoint_step(ckpt))
-    except (ConfigError, CheckpointError, EvalDataError, ValueError) as e:
-        where = f"[rank {dist.rank}] " if dist is not None and dist.enabled else ""
-        print(f"{where}error: {e}", file=sys.stderr)
-        return 2
+                                     trained_on=trained_on, say=lambda line: say(dist, line))  # fmt: skip
+    except OSError as e:
+        return fail(dist, f"cannot write the results: {os_error_line(e, out)}" if out else os_error_line(e))
+    except (ConfigError, CheckpointError, EvalDataError, DataError, FsError, ValueError) as e:
+        return fail(dist, str(e))
     finally:
         if dist is not None:
             D.teardown(dist)

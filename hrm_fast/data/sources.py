@@ -156,6 +156,8 @@ def _load_json(path: Path):
         raise DataError(f"{path}: malformed JSON ({err})") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be an ARC task") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err})") from None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,14 @@ import torch
 
 from hrm_fast import distributed as D
 from hrm_fast.config import Config, ConfigError
+from hrm_fast.data.identity import DatasetIdentity, dataset_identity
 from hrm_fast.eval.breakdown import load_task_info
 from hrm_fast.eval.predict import check_compatible, predict_views
 from hrm_fast.eval.results import decode_into, finalize, flat_metrics
-from hrm_fast.eval.views import load_eval_split
+from hrm_fast.eval.submission import remove_stale_writes
+from hrm_fast.eval.views import EvalSplit, load_eval_split
 from hrm_fast.eval.vote import VoteBox
+from hrm_fast.fs import FsError, check_writable
 from hrm_fast.model import autocast_dtype
 
 
@@ -53,6 +56,43 @@ def load_for_eval(checkpoint: str | Path, device: torch.device, hrm_config: str 
                 break
     model, config = load_checkpoint(ckpt, device=device)
     return model, config, ckpt
+
+
+def _check_out_dir(out: Path, dist: D.DistInfo, say: Callable[[str], None]) -> None:
+    """Rank 0 proves ``out`` writable (and removes the temporary files of a killed earlier evaluation there);
+    every rank raises the same FsError if it is not."""
+    problem = None
+    if dist.is_main:
+        try:
+            check_writable(out, "evaluation output folder")
+            remove_stale_writes(out, say)
+        except FsError as e:
+            problem = str(e)
+    problem = D.broadcast_object(problem, dist)
+    if problem is not None:
+        raise FsError(problem)
+
+
+def _map_puzzles(data: EvalSplit, data_path: str | Path, trained_on: DatasetIdentity | None,
+                 say: Callable[[str], None]) -> tuple[EvalSplit, dict[str, Any]]:
+    """``data`` renumbered to the puzzle table of a model trained on ``trained_on`` (by name) when ``data_path``
+    is another build; facts for scores.json / the report. ``trained_on`` None: unchanged (the same build)."""
+    here = dataset_identity(data_path)
+    if trained_on is None or (here is not None and here.fingerprint == trained_on.fingerprint):
+        return data, ({"dataset fingerprint": here.fingerprint} if here is not None else {})
+    mapped = data.mapped_to(trained_on.identifiers)
+    assert mapped.unknown is not None
+    unknown = np.unique(data.puzzle_ids[mapped.unknown])
+    found = here.fingerprint if here is not None else "none"
+    line = (f"note: {data_path} is another dataset build (fingerprint {found}) than the checkpoint's "
+            f"({trained_on.fingerprint}): puzzles mapped by name; {len(unknown)} of {len(np.unique(data.puzzle_ids))} "
+            f"{data.path.name} puzzles are unknown to the checkpoint, their {int(mapped.unknown.sum())} views are "
+            "not run")  # fmt: skip
+    say(line)
+    return mapped, {
+        "dataset fingerprint": f"{found} (checkpoint trained on {trained_on.fingerprint}; puzzles mapped by name)",
+        "unknown_puzzles": int(len(unknown)),
+    }
 
 
 def shard_rows(rows: np.ndarray, batch_size: int, rank: int, world_size: int) -> tuple[np.ndarray, int]:
@@ -86,6 +126,8 @@ def evaluate_checkpoint(
     facts: Mapping[str, Any] | None = None,
     progress: bool = True,
     dist: D.DistInfo | None = None,
+    trained_on: DatasetIdentity | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``split`` of ``config.data.path``; write scores.json, submission.json, report.html
     into ``out_dir`` and return the scores dict (as in scores.json).
@@ -96,6 +138,10 @@ def evaluate_checkpoint(
     (a run's ``metrics.jsonl``). dist: None = one process. With several ranks every rank must call this
     (same arguments, same weights); each predicts its share of the views, rank 0 alone shows progress and
     writes, and every rank returns rank 0's scores. The model is left in its previous train/eval mode.
+    trained_on: the identity of the build the model was trained on (its checkpoint's); when ``config.data.path``
+    is another build, puzzles are mapped by name and views of puzzles the model does not know are not run
+    (counted in scores.json, marked in the report). None = the model belongs to this build. ``out_dir`` is
+    checked to be writable before anything is computed (FsError). ``say``: where notes go (rank 0).
     """
     t0 = time.perf_counter()
     views = config.eval.views if views is None else views
@@ -103,7 +149,10 @@ def evaluate_checkpoint(
     device = device or next(model.parameters()).device
     dist = dist or D.DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     amp_dtype = autocast_dtype(config.model.forward_dtype, device)
+    say = say if say is not None and dist.is_main else (lambda line: None)
+    _check_out_dir(Path(out_dir), dist, say)
     data = load_eval_split(config.data.path, split)
+    data, mapping_facts = _map_puzzles(data, config.data.path, trained_on, say)
     check_compatible(model, data)
     rows = data.select(views)
     mine, local_batch = shard_rows(rows, batch_size, dist.rank, dist.world_size)
@@ -132,13 +181,14 @@ def evaluate_checkpoint(
             "seconds": round(seconds, 2),
             "views per second": round(len(rows) / seconds, 1) if seconds > 0 else None,
             **({"step": step} if step is not None else {}),
+            **mapping_facts,
             **(facts or {}),
         }
         if data.tasks_rebuilt:
             all_facts["tasks"] = "rebuilt from the rows (no tasks.json): test inputs may be numbered differently"
         scores = finalize(merged, data.tasks, out_dir, config.eval.ks, facts=all_facts,
                           title=f"hrm_fast evaluation: {all_facts.get('checkpoint', split)}",
-                          task_info=load_task_info(config.data.path))  # fmt: skip
+                          task_info=load_task_info(config.data.path), unknown=data.unknown_counts())  # fmt: skip
         if metrics_path is not None:
             record = {"step": step, "time": round(time.time(), 3), **flat_metrics(scores)}
             with open(metrics_path, "a") as f:

@@ -44,6 +44,7 @@ class ReportItem:
     demos: Sequence[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # the task's (input, output)
     source: str = ""
     concept: str = ""
+    num_unknown: int = 0  # views not run: their puzzle is unknown to the checkpoint (another dataset build)
 
     @property
     def correct_rank(self) -> int | None:
@@ -97,9 +98,14 @@ def _item_html(item: ReportItem) -> str:
     )
     tid = html.escape(item.task_id)
     tags = "".join(f'<span class="tag">{html.escape(t)}</span>' for t in (item.concept, item.source) if t)
+    unknown = (
+        f'<span class="badge unknown">{item.num_unknown} views not run: puzzle unknown to the checkpoint</span> '
+        if item.num_unknown else ""
+    )
     return (
         f'<section class="item {status}" data-task="{tid}" data-concept="{html.escape(item.concept)}">'
-        f'<h3><span class="badge">{status}</span> {tid} · test {item.test_index} {tags}</h3>{_demos_html(item)}'
+        f'<h3><span class="badge">{status}</span> {unknown}{tid} · test {item.test_index} {tags}</h3>'
+        f'{_demos_html(item)}'
         f'<div class="grids">{"".join(figs)}</div><p class="meta">{html.escape(meta)}</p></section>'
     )
 
@@ -194,7 +200,7 @@ dl.facts dt{color:#666} dl.facts dd{margin:0}
 section.item{background:#fff;border:1px solid #ddd;border-radius:6px;margin:10px 0;padding:8px}
 section.item h3{font-size:14px;margin:0 0 6px}
 .badge{font-size:11px;padding:1px 6px;border-radius:3px;color:#fff;background:#c0392b}
-.solved .badge{background:#27ae60}
+.solved .badge{background:#27ae60} .badge.unknown{background:#e67e22}
 .grids{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 figure{margin:0;padding:4px;border:2px solid transparent;border-radius:4px}
 figure.ok{border-color:#27ae60} figure.bad{border-color:#e74c3c33}

@@ -58,14 +58,18 @@ def finalize(
     facts: Mapping[str, Any] | None = None,
     title: str = "hrm_fast evaluation",
     task_info: Mapping[str, TaskInfo] | None = None,
+    unknown: Mapping[tuple[str, int], int] | None = None,
 ) -> dict[str, Any]:
     """Rank, score and write ``scores.json``, ``tasks.csv``, ``submission.json`` and ``report.html`` into
     ``out_dir``.
 
     ``tasks``: the original tasks (``{task_id: {"train": [...], "test": [{"input", "output"}, ...]}}``); every
     one is scored and present in the submission, with or without views. ``task_info``: each task's source and
-    concept (``breakdown.load_task_info``; missing tasks: unknown). Returns the scores dict (= scores.json).
+    concept (``breakdown.load_task_info``; missing tasks: unknown). ``unknown``: {(task id, test index): views
+    not run because the checkpoint does not know their puzzle} (marked in the report, summed in scores.json).
+    Returns the scores dict (= scores.json). scores.json is written last: a folder without it is incomplete.
     """
+    unknown = unknown or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     solutions = solutions_from_tasks(dict(tasks))
@@ -98,6 +102,7 @@ def finalize(
                     demos=demos,
                     source=info.source,
                     concept=info.concept,
+                    num_unknown=unknown.get((tid, i), 0),
                 )
             )
             rows.append(OutputRow(
@@ -133,6 +138,7 @@ def finalize(
         "views": n_views,
         "max_views_per_test_input": max_views,
         "empty_crop_fraction": n_empty / n_views if n_views else 0.0,
+        "unknown_puzzle_views": sum(unknown.values()),
         "protocol": PROTOCOL,
         **breakdowns(rows, ks_used),
         **{k: v for k, v in (facts or {}).items()},

