@@ -31,6 +31,7 @@ SEED_ON_CPU = (
     "model.dropout=0.0", "model.forward_dtype=float32", "train.max_steps=1", "run.dir=runs/seed",
 )
 EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
+EXPORT_ONNX = "tests/test_export.py::test_onnx_export_equals_eager_over_all_segments"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
     "pip install torch==2.13.0": ("ci", "pip install -q torch==2.13.0"),
@@ -63,6 +64,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.run preset=cpu-tiny profile.steps=3 profile.torch=true train.max_steps=10": ("run",
                                                                                                   "run.dir=runs/prof"),
     "python -m bench.report": ("ci", "python -m bench.report"),
+    "python -m hrm_fast.export runs/<run>/best --format onnx --out export/onnx": ("test", EXPORT_ONNX),
+    "python -m hrm_fast.export runs/<run>/best --format pt2 --puzzles none --out export/pt2": (
+        "test", "tests/test_export.py::test_pt2_puzzles_none_fed_the_right_row_equals_full_model"),
+    "python -m hrm_fast.export.bench export/onnx": ("test", EXPORT_ONNX),
 }
 
 

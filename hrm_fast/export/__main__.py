@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> Path:
               file=sys.stderr)
         exported = export_program(build_program(spec, model), example)
         write_file(spec, exported, example, names, tmp / spec.file)
-        size = (tmp / spec.file).stat().st_size
+        size = sum(f.stat().st_size for f in tmp.iterdir())  # with model.onnx.data when the weights went there
         print(f"wrote {spec.file}: {size / 2**20:.1f} MiB in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         if spec.format == "onnx":

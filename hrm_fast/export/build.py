@@ -140,8 +140,11 @@ def write_file(spec: ExportSpec, exported: torch.export.ExportedProgram, args: t
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes about optional torchvision ops etc.
+        # protobuf caps one file at 2 GiB: larger weights (e.g. a full ARC puzzle table) go to model.onnx.data
+        weights = sum(t.numel() * t.element_size() for t in exported.state_dict.values())
+        weights += sum(t.numel() * t.element_size() for t in exported.constants.values() if isinstance(t, torch.Tensor))
         torch.onnx.export(exported, args, str(path), input_names=names[0], output_names=names[1],
-                          opset_version=OPSET, external_data=False, verbose=False)
+                          opset_version=OPSET, external_data=weights > 2**31 - 2**28, verbose=False)
 
 
 def describe(spec: ExportSpec, model: HRM, canvas: int, checkpoint: str) -> dict[str, Any]:
