@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 import torch
@@ -86,6 +87,10 @@ def test_onnx_export_equals_eager_over_all_segments(checkpoint, dataset, model, 
     assert not list(tmp_path.glob(".onnx.*"))
     graph = onnx.load(out / "model.onnx").graph
     assert {n.domain for n in graph.node} <= {"", "ai.onnx"}  # standard ONNX ops only (no custom/extension op)
+    # each weight stored once although the unrolled segments use it many times
+    stored = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
+    weights = sum(p.nbytes for p in model.inner.parameters()) + model.puzzle_emb.weights.nbytes
+    assert stored < 1.1 * weights + 2**16, (stored, weights)
     meta = json.loads((out / "model.json").read_text())
     assert meta["canvas"] == 6 and meta["vocab"]["size"] == 12 and meta["segments"] == 3
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])

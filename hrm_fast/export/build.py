@@ -138,13 +138,19 @@ def write_file(spec: ExportSpec, exported: torch.export.ExportedProgram, args: t
         return
     import warnings
 
+    import onnxscript.optimizer
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes about optional torchvision ops etc.
         # protobuf caps one file at 2 GiB: larger weights (e.g. a full ARC puzzle table) go to model.onnx.data
         weights = sum(t.numel() * t.element_size() for t in exported.state_dict.values())
         weights += sum(t.numel() * t.element_size() for t in exported.constants.values() if isinstance(t, torch.Tensor))
-        torch.onnx.export(exported, args, str(path), input_names=names[0], output_names=names[1],
-                          opset_version=OPSET, external_data=weights > 2**31 - 2**28, verbose=False)
+        program = torch.onnx.export(exported, args, None, input_names=names[0], output_names=names[1],
+                                    opset_version=OPSET, optimize=False, verbose=False)
+        # The exporter's default optimization folds Transpose(weight) into a new constant at every use, and the
+        # unrolled recurrence uses each weight many times (file size x uses); fold only small constants.
+        onnxscript.optimizer.optimize(program.model, input_size_limit=1024, output_size_limit=1024)
+        program.save(str(path), external_data=weights > 2**31 - 2**28)
 
 
 def describe(spec: ExportSpec, model: HRM, canvas: int, checkpoint: str) -> dict[str, Any]:
