@@ -136,12 +136,15 @@ def write_file(spec: ExportSpec, exported: torch.export.ExportedProgram, args: t
     if spec.format == "pt2":
         torch.export.save(exported, str(path))
         return
+    import logging
     import warnings
 
+    import onnx_ir
     import onnxscript.optimizer
 
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes such as "torchvision is not installed"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes about optional torchvision ops etc.
+        warnings.simplefilter("ignore")
         # protobuf caps one file at 2 GiB: larger weights (e.g. a full ARC puzzle table) go to model.onnx.data
         weights = sum(t.numel() * t.element_size() for t in exported.state_dict.values())
         weights += sum(t.numel() * t.element_size() for t in exported.constants.values() if isinstance(t, torch.Tensor))
@@ -150,6 +153,10 @@ def write_file(spec: ExportSpec, exported: torch.export.ExportedProgram, args: t
         # The exporter's default optimization folds Transpose(weight) into a new constant at every use, and the
         # unrolled recurrence uses each weight many times (file size x uses); fold only small constants.
         onnxscript.optimizer.optimize(program.model, input_size_limit=1024, output_size_limit=1024)
+        # Per-node debug metadata (Python stack traces with local paths, FX text) is a third of a small file.
+        for node in onnx_ir.traversal.RecursiveGraphIterator(program.model.graph):
+            for key in [k for k in node.metadata_props if k != "namespace"]:
+                del node.metadata_props[key]
         program.save(str(path), external_data=weights > 2**31 - 2**28)
 
 
