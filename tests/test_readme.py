@@ -39,6 +39,7 @@ TRM_ON_CPU = (
     "model.puzzle_emb_tokens=2", "model.forward_dtype=float32", "train.global_batch_size=2", "train.grad_accum=1",
     "train.max_steps=1", "run.dir=runs/trm",
 )
+EXPORT_ONNX = "tests/test_export.py::test_onnx_export_equals_eager_over_all_segments"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "python3 -m venv .venv && source .venv/bin/activate": ("ci", "python3 -m venv"),
     "pip install torch==2.13.0": ("ci", "pip install -q torch==2.13.0"),
@@ -86,6 +87,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.checkpoint import-trm step_N --trm-config all_config.yaml --out checkpoints/trm": (
         "test", "tests/test_trm.py::test_trm_layout_export_reimports_to_identical_outputs"),
     "python -m bench.test_trm_step --rounds 5": ("run", "--impl", "hrm", "trm", "--rounds", "1"),
+    "python -m hrm_fast.export runs/<run>/best --format onnx --out export/onnx": ("test", EXPORT_ONNX),
+    "python -m hrm_fast.export runs/<run>/best --format pt2 --puzzles none --out export/pt2": (
+        "test", "tests/test_export.py::test_pt2_puzzles_none_fed_the_right_row_equals_full_model"),
+    "python -m hrm_fast.export.bench export/onnx": ("test", EXPORT_ONNX),
 }
 
 
