@@ -63,6 +63,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.run preset=cpu-tiny profile.steps=3 profile.torch=true train.max_steps=10": ("run",
                                                                                                   "run.dir=runs/prof"),
     "python -m bench.report": ("ci", "python -m bench.report"),
+    "bash bench/fetch_gpu_wheels.sh": ("ci", "bash bench/fetch_gpu_wheels.sh"),
+    "bash bench/gpu_check.sh --dry": ("ci", "bash bench/gpu_check.sh --dry"),
 }
 
 
