@@ -32,7 +32,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     exit 2
   fi
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  WHEELS="$(find .whl -name '*.whl' | wc -l) wheels in $((SECONDS - T)) s"
+  WHEELS="$(find .whl -maxdepth 1 -type f -name '*.whl' | wc -l) wheels in $((SECONDS - T)) s"
 fi
 echo "wheels: $WHEELS"
 
@@ -48,7 +48,7 @@ print(f'{c[0]}.{c[1]}' if c else '')" 2>> "$OUT/setup.log")
   fi
   if MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip install --no-index --no-deps --no-build-isolation -e . \
       >> "$OUT/setup.log" 2>&1; then
-    BUILD="ok in $((SECONDS - T)) s (TORCH_CUDA_ARCH_LIST=${ARCH:-none, CPU only})"
+    BUILD="ok in $((SECONDS - T)) s (TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-setup.py default})"
   else
     BUILD="FAILED after $((SECONDS - T)) s (see setup.log); the stages run on without the extension"
     tail -30 "$OUT/setup.log"

@@ -32,7 +32,7 @@ def fake_stages(behaviour: dict[str, str]):
 
 def test_a_hanging_stage_is_killed_at_its_time_box_and_the_next_stages_run(tmp_path):
     t0 = time.time()
-    report = gpu_check.orchestrate(["env", "act_op", "gpu_tests"], tmp_path, 48.0, True, {"build": "ok"},
+    report = gpu_check.orchestrate(["env", "act_op", "gpu_tests"], tmp_path, 48.0, False, {"build": "ok"},
                                    command=fake_stages({"env": "hang", "act_op": "crash", "gpu_tests": "fail"}))
     assert time.time() - t0 < 30
     stages = report["stages"]
@@ -49,10 +49,10 @@ def test_a_hanging_stage_is_killed_at_its_time_box_and_the_next_stages_run(tmp_p
 
 
 def test_all_stages_ok_and_a_spent_budget_skips_the_rest(tmp_path):
-    report = gpu_check.orchestrate(["env", "act_op"], tmp_path, 20.0, True, {},
+    report = gpu_check.orchestrate(["env", "act_op"], tmp_path, 20.0, False, {},
                                    command=fake_stages({"env": "ok", "act_op": "ok"}))
     assert {s["status"] for s in report["stages"].values()} == {"ok"}
-    report = gpu_check.orchestrate(["env", "act_op"], tmp_path, 1.0, True, {},
+    report = gpu_check.orchestrate(["env", "act_op"], tmp_path, 1.0, False, {},
                                    command=fake_stages({"env": "ok", "act_op": "ok"}))
     assert report["stages"]["env"]["status"] == "skipped" and "budget" in report["stages"]["env"]["reason"]
 
