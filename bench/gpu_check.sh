@@ -37,7 +37,7 @@ fi
 echo "wheels: $WHEELS"
 
 # 2. The extension, for this GPU's architecture (all of its CUDA kernels, or a clear failure in setup.log).
-if [ "$DRY" = 1 ] && "$PY" -c "import hrm_fast._C" 2> /dev/null; then
+if [ "$DRY" = 1 ] && "$PY" -c "import torch, hrm_fast._C" 2> /dev/null; then
   BUILD="skipped (dry run: hrm_fast._C is already built)"
 else
   ARCH=$("$PY" -c "import torch; c = torch.cuda.get_device_capability() if torch.cuda.is_available() else None; \

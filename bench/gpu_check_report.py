@@ -77,6 +77,13 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["## Training and eval steps (model FLOPs from hrm_fast/flops.py; dropout 0)", ""]
         out += _table(["preset", "what", "impl", "batch", "ms", "tokens/s", "TFLOP/s", "MFU %", "peak GiB",
                        "first call s"], steps)  # fmt: skip
+    same = [[name, c["name"], "ok" if c["ok"] else "FAIL",
+             ", ".join(f"{k} {_fmt(v)}" for k, v in c.items() if k not in ("name", "ok"))]
+            for name in ("act_op", "train_seed", "train_paper", "eval_seed", "eval_paper")
+            for c in stages.get(name, {}).get("checks", []) if "==" in c["name"]]  # fmt: skip
+    if same:
+        out += ["## Equality checks", ""]
+        out += _table(["stage", "check", "", "numbers"], same)
     run = stages.get("train_run", {}).get("results", {})
     if run:
         out += ["## train.run", "", f"`{run.get('command', '')}`: wall {run.get('wall_s', '-')} s, steady step time "
