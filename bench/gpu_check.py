@@ -38,8 +38,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # stage -> weight (its share of the budget); the order is the run order
-STAGES: dict[str, float] = {"env": 2, "gpu_tests": 10, "act_op": 2, "kernels": 16, "train_seed": 22,
-                            "train_paper": 12, "eval_seed": 10, "eval_paper": 6, "train_run": 20}  # fmt: skip
+STAGES: dict[str, float] = {"env": 2, "gpu_tests": 16, "act_op": 2, "kernels": 16, "train_seed": 20,
+                            "train_paper": 10, "eval_seed": 10, "eval_paper": 6, "train_run": 18}  # fmt: skip
 LOG_TAIL = 200_000  # characters of each stage's output kept in gpu_check.log
 # toy model for --dry: the presets' code paths at a size a 2-core CPU runs in seconds
 TOY = ["model.hidden_size=64", "model.num_heads=2", "model.H_layers=1", "model.L_layers=1", "model.H_cycles=1",
