@@ -116,6 +116,20 @@ def _attention_cost(batch: int, heads: int, seq: int, head_dim: int, mode: str) 
     return Cost(fwd.flops * 3.5, fwd.bytes + bwd_bytes)
 
 
+def _swiglu_inner(hidden: int) -> int:
+    return 256 * math.ceil(round(4 * hidden * 2 / 3) / 256)  # HRM's rule: 512 -> 1536
+
+
+def _swiglu_cost(rows: int, inner: int, mode: str) -> Cost:
+    n, e = rows * inner, torch.finfo(DTYPE).bits // 8
+    return Cost(6.0 * n, 3 * n * e) if mode == "fwd" else Cost(18.0 * n, 8 * n * e)
+
+
+def _rms_cost(rows: int, width: int, mode: str) -> Cost:
+    n, e = rows * width, torch.finfo(DTYPE).bits // 8
+    return Cost(4.0 * n, 3 * n * e + 4 * rows) if mode == "fwd" else Cost(12.0 * n, 8 * n * e + 8 * rows)
+
+
 def _rope_tables(seq: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     emb = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq).repeat(1, 2)
@@ -141,11 +155,10 @@ def test_rope_attention(benchmark, shape, provider, mode):
 @pytest.mark.parametrize("shape", list(ROW_SHAPES), ids=str)
 def test_swiglu(benchmark, shape, provider, mode):
     rows, hidden = ROW_SHAPES[shape]
-    inner = 256 * math.ceil(round(4 * hidden * 2 / 3) / 256)  # HRM's rule: 512 -> 1536
+    inner = _swiglu_inner(hidden)
     op = _provider(provider, reference.swiglu, "swiglu")
     gate_up = torch.randn(rows, 2 * inner, device=DEVICE, dtype=DTYPE, requires_grad=mode == "fwd+bwd")
-    n, e = rows * inner, torch.finfo(DTYPE).bits // 8
-    cost = Cost(6.0 * n, 3 * n * e) if mode == "fwd" else Cost(18.0 * n, 8 * n * e)
+    cost = _swiglu_cost(rows, inner, mode)
     benchmark.group = f"swiglu {shape} {mode}"
     _run(benchmark, f"swiglu {shape} I{inner} {provider} {mode}", op, [gate_up], mode, cost, provider)
 
@@ -158,8 +171,7 @@ def test_add_rms_norm(benchmark, shape, provider, mode):
     op = _provider(provider, reference.add_rms_norm, "add_rms_norm")
     x = torch.randn(rows, width, device=DEVICE, dtype=DTYPE, requires_grad=mode == "fwd+bwd")
     delta = torch.randn(rows, width, device=DEVICE, dtype=DTYPE, requires_grad=mode == "fwd+bwd")
-    n, e = rows * width, torch.finfo(DTYPE).bits // 8
-    cost = Cost(4.0 * n, 3 * n * e + 4 * rows) if mode == "fwd" else Cost(12.0 * n, 8 * n * e + 8 * rows)
+    cost = _rms_cost(rows, width, mode)
     benchmark.group = f"add_rms_norm {shape} {mode}"
     _run(benchmark, f"add_rms_norm {shape} D{width} {provider} {mode}", lambda a, b: op(a, b, 1e-5), [x, delta],
          mode, cost, provider)  # fmt: skip

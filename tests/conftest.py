@@ -63,3 +63,15 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return _cast_impl(self, src, dst_type)
 
     _interp.InterpreterBuilder.cast_impl = _cast_impl_bf16_rne
+
+    # C) triton 3.6's interpreter turns a runtime int (``range(0, S, BLOCK)``) into a Python int with
+    #    int(1-element array), which numpy >= 2.5 refuses ("only 0-dimensional arrays ..."); triton 3.8 squeezes
+    #    first. Same fix for the older triton (interpreter only).
+    _patch_lang_tensor = getattr(_interp, "_patch_lang_tensor", None)
+    if _patch_lang_tensor is not None:
+
+        def _patch_lang_tensor_index(tensor, scope):
+            _patch_lang_tensor(tensor, scope)
+            scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+        _interp._patch_lang_tensor = _patch_lang_tensor_index

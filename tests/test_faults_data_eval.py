@@ -189,8 +189,8 @@ def test_evaluation_killed_while_writing_results_then_rerun_completes(small, tmp
     assert len(partial) == 1 and partial[0].startswith(".report.html.")
     assert evaluate_main(args) == 0  # the rerun (in-process)
     assert f"removed {out / partial[0]}" in capsys.readouterr().out
-    assert _hidden(out) == [] and sorted(p.name for p in out.iterdir()) == ["report.html", "scores.json",
-                                                                             "submission.json"]  # fmt: skip
+    written = sorted(p.name for p in out.iterdir())
+    assert _hidden(out) == [] and written == ["report.html", "scores.json", "submission.json", "tasks.csv"]
     scores = json.loads((out / "scores.json").read_text())
     assert scores["tasks"] == len(json.loads((out / "submission.json").read_text()))
     assert (out / "report.html").read_text().endswith("</html>")

@@ -91,6 +91,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.export runs/<run>/best --format pt2 --puzzles none --out export/pt2": (
         "test", "tests/test_export.py::test_pt2_puzzles_none_fed_the_right_row_equals_full_model"),
     "python -m hrm_fast.export.bench export/onnx": ("test", EXPORT_ONNX),
+    "bash bench/fetch_gpu_wheels.sh": ("ci", "bash bench/fetch_gpu_wheels.sh"),
+    "bash bench/gpu_check.sh --dry": ("ci", "bash bench/gpu_check.sh --dry"),
 }
 
 

@@ -270,5 +270,6 @@ def test_help_lists_presets_and_every_section_key_type_and_default(capsys):
         assert f"\n{name}:" in out
         for key in section.model_fields:
             assert f"\n  {key}: " in out, f"{name}.{key}"
-    assert '\n  lr: float = 0.0001   (> 0)\n' in out and '\n  pos_encodings: "rope" | "learned" = "rope"\n' in out
+    assert '\n  lr: float = 0.0001   (> 0)\n' in out
+    assert '\n  pos_encodings: "rope" | "learned" | "none" = "rope"\n' in out
     assert "\n  max_steps: int | None = null   (>= 1)\n" in out and "\n  overwrite: bool = false   (" in out

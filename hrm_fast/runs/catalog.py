@@ -32,9 +32,9 @@ def checkpoint_step(ckpt: str | Path) -> int | None:
 
 
 def run_of(ckpt: str | Path) -> Path | None:
-    """The run folder of a checkpoint folder: its parent when that holds a metrics.jsonl, else None."""
+    """The run folder of a checkpoint folder: its parent when that holds a metrics.jsonl or config.yaml, else None."""
     parent = Path(ckpt).resolve().parent
-    return parent if (parent / "metrics.jsonl").is_file() else None
+    return parent if any((parent / f).is_file() for f in ("metrics.jsonl", "config.yaml")) else None
 
 
 def finite(value: Any) -> float | None:
