@@ -63,6 +63,11 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.run preset=cpu-tiny profile.steps=3 profile.torch=true train.max_steps=10": ("run",
                                                                                                   "run.dir=runs/prof"),
     "python -m bench.report": ("ci", "python -m bench.report"),
+    # the learning benchmark at a toy budget (a toy model on 6x6 tasks), its outputs checked
+    "python -m bench.learn --recipe baseline --budget 1e14 --seed 0 --out docs/learning": (
+        "test", "tests/test_bench_learn.py::test_outputs_have_the_promised_structure"),
+    "python -m bench.learn report --out docs/learning": (
+        "test", "tests/test_bench_learn.py::test_a_finished_run_is_not_rerun_and_report_redraws"),
 }
 
 
