@@ -98,9 +98,10 @@ def _locked(path: Path):
 class CurveTrainer(Trainer):
     """The trainer, stopping at ``points`` (optimizer steps) to measure and to save ``last``."""
 
-    def __init__(self, config: Config, dist: Any, points: list[int], record: dict[str, Any], out_json: Path) -> None:
+    def __init__(self, config: Config, dist: Any, points: list[int], record: dict[str, Any], out_json: Path,
+                 views: str | int = "all") -> None:
         super().__init__(config, dist)
-        self.points, self.record, self.out_json = set(points), record, out_json
+        self.points, self.record, self.out_json, self.views = set(points), record, out_json, views
         done = [p for p in record["points"] if p["step"] <= self.step]
         record["points"] = done  # points after the resumed checkpoint are measured again
         self.prior_wall = done[-1]["wall_s"] if done else 0.0
@@ -124,7 +125,7 @@ class CurveTrainer(Trainer):
                                  "fraction": self.step / self.total_steps, "wall_s": wall, "cpu_s": cpu}
         for split in SPLITS:
             point[split] = measure_split(self.model, self.cfg, self.dist, split,
-                                         self.run_dir / f"eval-{split}-step{self.step}")
+                                         self.run_dir / f"eval-{split}-step{self.step}", self.views)
         TS.set_rng_state(rng, self.device)
         self.save("last")
         point["measure_wall_s"] = time.perf_counter() - w0
@@ -159,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {
         "format": FORMAT, "recipe": args.recipe, "seed": args.seed, "budget": args.budget,
         "overrides": overrides, "extra_overrides": list(args.set), "step_flops": step_flops(config),
-        "total_steps": total, "checkpoint_steps": steps, "config": config_to_dict(config), "points": [],
+        "total_steps": total, "checkpoint_steps": steps, "views": args.views,
+        "config": config_to_dict(config), "points": [],
         "finished": False, "hrm_fast": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "host": platform.node(), "machine": platform.processor() or platform.machine(),
     }
@@ -182,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     with _locked(Path(config.data.path + ".lock")):
         try:
-            trainer = CurveTrainer(config, dist, steps, record, out_json)
+            trainer = CurveTrainer(config, dist, steps, record, out_json, args.views)
         except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -213,6 +215,14 @@ def parse_points(text: str) -> list[float]:
     return values
 
 
+def parse_views(text: str) -> str | int:
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--views {text!r}: 'all' or an integer >= 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.learn", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -227,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="data/learn", help="built datasets, shared by runs")
     p.add_argument("--points", type=parse_points, default=list(DEFAULT_POINTS),
                    help="budget fractions to measure at (default 0.125,0.25,0.5,1)")
+    p.add_argument("--views", type=parse_views, default="all",
+                   help="augmented views per test input to vote over at each checkpoint: all (default) or N")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra config overrides after the recipe's (e.g. for a toy model in tests)")
     return p

@@ -1,8 +1,8 @@
 """Held-out measurements of the learning benchmark at one checkpoint (one split: ``val`` or ``test``).
 
-Every view of the split goes through the evaluation pipeline (``predict_views`` -> ``decode_into`` a
-``VoteBox`` -> ``finalize``: ARC Prize pass@1/pass@2 with voting over views, scores.json, report.html).
-The same predicted boards give the cell metrics, pooled over all views and cells:
+Every view of the split (or at most ``views`` per test input) goes through the evaluation pipeline
+(``predict_views`` -> ``decode_into`` a ``VoteBox`` -> ``finalize``: ARC Prize pass@1/pass@2 with voting
+over views, scores.json, report.html). The same predicted boards give the cell metrics, pooled over all views and cells:
 
 - ``token_accuracy``: labelled cells (colours and the EOS border) predicted right;
 - ``exact_accuracy``: views whose every labelled cell is right (per view, before voting);
@@ -67,14 +67,15 @@ class CellCounts:
         }
 
 
-def measure_split(model: torch.nn.Module, config: Config, dist: DistInfo, split: str, out_dir: Path
-                  ) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` of ``config.data.path`` (every view); writes finalize's files to
-    ``out_dir``. Returns {"arc_prize@1", "arc_prize@2", "kaggle@2", cell metrics, "lm_loss", "views",
-    "test_outputs", "tasks"}."""
+def measure_split(model: torch.nn.Module, config: Config, dist: DistInfo, split: str, out_dir: Path,
+                  views: str | int = "all") -> dict[str, Any]:
+    """Metrics of ``model`` on ``split`` of ``config.data.path``; writes finalize's files to ``out_dir``.
+
+    views: ``"all"`` augmented views, or at most N per test input (the un-augmented one first).
+    Returns {"arc_prize@1", "arc_prize@2", "kaggle@2", cell metrics, "lm_loss", "views", "test_outputs", "tasks"}."""
     device = dist.device
     data = load_eval_split(config.data.path, split)
-    rows = data.select("all")
+    rows = data.select(views)
     votes, cells = VoteBox(), CellCounts()
     for chunk, tokens, q in predict_views(model, data, rows, config.eval.batch_size, config.model.halt_max_steps,
                                           device, autocast_dtype(config.model.forward_dtype, device), progress=False):

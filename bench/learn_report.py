@@ -105,11 +105,17 @@ def table_markdown(runs: list[dict[str, Any]]) -> str:
                      _cell(np.array([p["wall_s"] / 60 for p in pts]))]
             cells += [_cell(np.array([p[s][k] for p in pts], dtype=float)) for s, k, _ in COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
-    seeds = sorted({(r["recipe"], f"{float(r['budget']):.0e}", r["seed"], r.get("finished", False)) for r in runs})
+    first = runs[0]["points"][0]
+    copy = ", ".join(f"{s} {first[s]['copy_token_accuracy']:.4f}" for s in ("val", "test") if s in first)
+    seeds = sorted({(r["recipe"], f"{float(r['budget']):.0e}", r["seed"], r.get("views", "all"),
+                     r.get("finished", False)) for r in runs})
     notes = ["", "mean ± spread over seeds (spread = (max - min) / 2); n = seeds. pass@k: ARC Prize score (mean over "
-             "tasks of the solved fraction of test outputs) with voting over all augmented views. Cell metrics "
-             "pooled over every view (see bench/learn_eval.py). Wall time: training only, one CPU thread.",
-             "", "runs: " + ", ".join(f"{r} {b} seed {s}{'' if f else ' (unfinished)'}" for r, b, s, f in seeds)]
+             "tasks of the solved fraction of test outputs) with voting over the augmented views (every view, or at "
+             "most `views` per test input). Cell metrics pooled over the views (see bench/learn_eval.py); copying "
+             f"the input scores token accuracy {copy} and changed-cell accuracy 0. Wall time: training only, "
+             "one CPU thread.",
+             "", "runs: " + ", ".join(f"{r} {b} seed {s} views {v}{'' if f else ' (unfinished)'}"
+                                 for r, b, s, v, f in seeds)]
     return "\n".join(lines + notes) + "\n"
 
 
