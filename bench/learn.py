@@ -109,6 +109,12 @@ class CurveTrainer(Trainer):
         self.t_wall, self.t_cpu, self.aside_wall, self.aside_cpu = (time.perf_counter(), time.process_time(),
                                                                     0.0, 0.0)
 
+    def train(self) -> int:
+        # resumed from the checkpoint of a point whose measurement was not written (killed in between)
+        if self.step in self.points and not any(p["step"] == self.step for p in self.record["points"]):
+            self.measure()
+        return super().train()
+
     def train_step(self, batch_iter: Any) -> None:
         super().train_step(batch_iter)
         if self.step in self.points:

@@ -24,15 +24,15 @@ TOY = ["data.max_grid_size=6", "data.num_aug=2", "data.subset=8", "data.val_frac
 BUDGET = "2e9"  # 13 steps of the toy model
 
 
-def _bench(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def _bench(args: list[str], cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra_env}
     return subprocess.run([sys.executable, "-m", "bench.learn", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
-def _toy_run(tmp: Path, out: str, runs: str, seed: int = 3) -> subprocess.CompletedProcess:
+def _toy_run(tmp: Path, out: str, runs: str, seed: int = 3, **env: str) -> subprocess.CompletedProcess:
     return _bench(["--recipe", "baseline", "--budget", BUDGET, "--seed", str(seed), "--out", out, "--runs", runs,
-                   "--data-root", "data", "--points", "0.5,1", "--set", *TOY], tmp)
+                   "--data-root", "data", "--points", "0.5,1", "--set", *TOY], tmp, **env)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,22 @@ def test_same_seed_gives_the_same_curve(two_runs: Path) -> None:
         for split in ("val", "test"):
             for key, value in pa[split].items():
                 assert value == pytest.approx(pb[split][key], rel=1e-5, abs=1e-6), (split, key)
+
+
+def test_a_killed_run_continues_to_the_same_curve(two_runs: Path) -> None:
+    # SIGKILL while the second point's checkpoint is put in place: the JSON holds the first point only
+    proc = _toy_run(two_runs, "out3", "runs3", HRM_FAST_TEST_KILL_IN_SAVE="2")
+    assert proc.returncode != 0
+    partial = json.loads((two_runs / "out3" / "baseline-b2e09-s3.json").read_text())
+    assert not partial["finished"] and len(partial["points"]) == 1
+    proc = _toy_run(two_runs, "out3", "runs3")
+    assert proc.returncode == 0 and "resumed from" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    resumed = json.loads((two_runs / "out3" / "baseline-b2e09-s3.json").read_text())
+    straight = json.loads((two_runs / "out1" / "baseline-b2e09-s3.json").read_text())
+    assert resumed["finished"] and [p["step"] for p in resumed["points"]] == [p["step"] for p in straight["points"]]
+    for split in ("val", "test"):
+        for key, value in straight["points"][-1][split].items():
+            assert resumed["points"][-1][split][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (split, key)
 
 
 def test_a_finished_run_is_not_rerun_and_report_redraws(two_runs: Path) -> None:
