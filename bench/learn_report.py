@@ -95,14 +95,14 @@ def _cell(values: np.ndarray) -> str:
 
 
 def table_markdown(runs: list[dict[str, Any]]) -> str:
-    head = ["recipe", "budget", "checkpoint FLOPs", "n", "train wall min", *[c[2] for c in COLUMNS]]
+    head = ["recipe", "budget", "checkpoint FLOPs", "n", "train wall min", "train CPU min", *[c[2] for c in COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (recipe, budget), recs in _groups(runs).items():
         n = min(len(r["points"]) for r in recs)
         for i in range(n):
             pts = [r["points"][i] for r in recs]
             cells = [recipe, f"{budget:.0e}", f"{np.mean([p['flops'] for p in pts]):.2e}", str(len(recs)),
-                     _cell(np.array([p["wall_s"] / 60 for p in pts]))]
+                     _cell(np.array([p["wall_s"] / 60 for p in pts])), _cell(np.array([p["cpu_s"] / 60 for p in pts]))]
             cells += [_cell(np.array([p[s][k] for p in pts], dtype=float)) for s, k, _ in COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
     first = runs[0]["points"][0]
@@ -112,8 +112,8 @@ def table_markdown(runs: list[dict[str, Any]]) -> str:
     notes = ["", "mean ± spread over seeds (spread = (max - min) / 2); n = seeds. pass@k: ARC Prize score (mean over "
              "tasks of the solved fraction of test outputs) with voting over the augmented views (every view, or at "
              "most `views` per test input). Cell metrics pooled over the views (see bench/learn_eval.py); copying "
-             f"the input scores token accuracy {copy} and changed-cell accuracy 0. Wall time: training only, "
-             "one CPU thread.",
+             f"the input scores token accuracy {copy} and changed-cell accuracy 0. Wall and CPU time: "
+             "training only (measurements excluded), one CPU thread.",
              "", "runs: " + ", ".join(f"{r} {b} seed {s} views {v}{'' if f else ' (unfinished)'}"
                                  for r, b, s, v, f in seeds)]
     return "\n".join(lines + notes) + "\n"
