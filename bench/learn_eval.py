@@ -10,7 +10,9 @@ over views, scores.json, report.html). The same predicted boards give the cell m
   canvas position, predicted right. Both grids sit at the top-left corner of the canvas, so when the shapes
   differ, the output cells outside the input grid (and the output's EOS border where it falls on input
   colours) count as changed, and input cells outside the output are not labelled. Copying the input scores 0;
-- ``copy_token_accuracy``: what copying the input would score on ``token_accuracy`` (a reference line).
+- ``copy_token_accuracy``: what copying the input would score on ``token_accuracy`` (a reference line);
+- ``black_token_accuracy`` / ``black_changed_cell_accuracy``: what predicting colour 0 (black, the most
+  frequent colour) in every cell would score (the plateau an undertrained model sits on).
 
 ``lm_loss`` is validation's per-row mean token loss (``hrm_fast.validate.evaluate_split``) on the
 un-augmented view of each test input.
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from hrm_fast.config import Config
+from hrm_fast.data.encode import COLOUR_OFFSET
 from hrm_fast.distributed import DistInfo
 from hrm_fast.eval.predict import predict_views
 from hrm_fast.eval.results import decode_into, finalize
@@ -39,7 +42,7 @@ class CellCounts:
 
     def __init__(self) -> None:
         self.labelled = self.correct = self.changed = self.changed_correct = self.copy_correct = 0
-        self.views = self.exact = 0
+        self.views = self.exact = self.black_correct = self.black_changed_correct = 0
 
     def add(self, predicted: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
         """``labels``: on-disk labels (0 = PAD, not labelled)."""
@@ -51,6 +54,9 @@ class CellCounts:
         self.changed += int(changed.sum())
         self.changed_correct += int((right & changed).sum())
         self.copy_correct += int((labelled & ~changed).sum())
+        black = labels == COLOUR_OFFSET
+        self.black_correct += int(black.sum())
+        self.black_changed_correct += int((black & changed).sum())
         self.views += len(labels)
         self.exact += int((right.sum(-1) == labelled.sum(-1)).sum())
 
@@ -64,6 +70,8 @@ class CellCounts:
             "changed_cell_accuracy": ratio(self.changed_correct, self.changed),
             "copy_token_accuracy": ratio(self.copy_correct, self.labelled),
             "changed_cell_fraction": ratio(self.changed, self.labelled),
+            "black_token_accuracy": ratio(self.black_correct, self.labelled),
+            "black_changed_cell_accuracy": ratio(self.black_changed_correct, self.changed),
         }
 
 

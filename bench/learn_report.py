@@ -18,6 +18,7 @@ import numpy as np
 
 from hrm_fast.eval.submission import write_text_atomic
 
+SPLITS = ("val", "test")
 PANELS = (("test", "arc_prize@2", "test pass@2 (ARC Prize)"),
           ("test", "changed_cell_accuracy", "test changed-cell acc"),
           ("test", "token_accuracy", "test token acc"), ("test", "lm_loss", "test lm loss"),
@@ -105,15 +106,19 @@ def table_markdown(runs: list[dict[str, Any]]) -> str:
                      _cell(np.array([p["wall_s"] / 60 for p in pts])), _cell(np.array([p["cpu_s"] / 60 for p in pts]))]
             cells += [_cell(np.array([p[s][k] for p in pts], dtype=float)) for s, k, _ in COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
-    first = runs[0]["points"][0]
-    copy = ", ".join(f"{s} {first[s]['copy_token_accuracy']:.4f}" for s in ("val", "test") if s in first)
+    # reference scores (copy the input, all black) of the first run; all runs of one suite share them
+    first = next((r for r in runs if "black_token_accuracy" in r["points"][0]["test"]), runs[0])["points"][0]
+    copy = ", ".join(f"{s} {first[s]['copy_token_accuracy']:.4f}" for s in SPLITS)
+    black = ", ".join(f"{s} {first[s]['black_token_accuracy']:.4f} / {first[s]['black_changed_cell_accuracy']:.4f}"
+                      for s in SPLITS if "black_token_accuracy" in first[s])
     seeds = sorted({(r["recipe"], f"{float(r['budget']):.0e}", r["seed"], r.get("views", "all"),
                      r.get("finished", False)) for r in runs})
     notes = ["", "mean ± spread over seeds (spread = (max - min) / 2); n = seeds. pass@k: ARC Prize score (mean over "
              "tasks of the solved fraction of test outputs) with voting over the augmented views (every view, or at "
              "most `views` per test input). Cell metrics pooled over the views (see bench/learn_eval.py); copying "
-             f"the input scores token accuracy {copy} and changed-cell accuracy 0. Wall and CPU time: "
-             "training only (measurements excluded), one CPU thread.",
+             f"the input scores token accuracy {copy} and changed-cell accuracy 0"
+             + (f"; predicting black everywhere scores token / changed-cell accuracy {black}" if black else "")
+             + ". Wall and CPU time: training only (measurements excluded), one CPU thread.",
              "", "runs: " + ", ".join(f"{r} {b} seed {s} views {v}{'' if f else ' (unfinished)'}"
                                  for r, b, s, v, f in seeds)]
     return "\n".join(lines + notes) + "\n"

@@ -133,6 +133,10 @@ def test_changed_cells_exclude_copied_cells() -> None:
     m = copy.metrics()
     assert m["changed_cell_accuracy"] == 0.0 and m["token_accuracy"] == pytest.approx(2 / 3)
     assert m["copy_token_accuracy"] == pytest.approx(2 / 3) and m["exact_accuracy"] == 0.0
+    black = CellCounts()  # colour 0 is token 2: all-black predictions get cell 2 (changed) right
+    black.add(np.full((1, 4), 2, dtype=np.uint8), inputs, np.array([[5, 6, 2, 0]], dtype=np.uint8))
+    assert black.metrics()["changed_cell_accuracy"] == 1.0 == black.metrics()["black_changed_cell_accuracy"]
+    assert black.metrics()["black_token_accuracy"] == pytest.approx(1 / 3)
     perfect = CellCounts()
     perfect.add(np.array([[5, 6, 3, 9]], dtype=np.uint8), inputs, labels)
     assert perfect.metrics()["changed_cell_accuracy"] == 1.0 and perfect.metrics()["exact_accuracy"] == 1.0
