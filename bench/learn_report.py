@@ -27,7 +27,7 @@ COLUMNS = (("test", "arc_prize@1", "test pass@1"), ("test", "arc_prize@2", "test
            ("test", "exact_accuracy", "test exact"), ("test", "token_accuracy", "test token"),
            ("test", "changed_cell_accuracy", "test changed-cell"), ("test", "lm_loss", "test lm loss"),
            ("val", "arc_prize@2", "val pass@2"), ("val", "token_accuracy", "val token"),
-           ("val", "changed_cell_accuracy", "val changed-cell"))
+           ("val", "changed_cell_accuracy", "val changed-cell"), ("val", "lm_loss", "val lm loss"))
 
 
 def load_runs(folder: Path) -> list[dict[str, Any]]:
