@@ -93,6 +93,11 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.export.bench export/onnx": ("test", EXPORT_ONNX),
     "bash bench/fetch_gpu_wheels.sh": ("ci", "bash bench/fetch_gpu_wheels.sh"),
     "bash bench/gpu_check.sh --dry": ("ci", "bash bench/gpu_check.sh --dry"),
+    # the learning benchmark at a toy budget (a toy model on 6x6 tasks), its outputs checked
+    "python -m bench.learn --recipe baseline --budget 1e14 --seed 0 --out docs/learning": (
+        "test", "tests/test_bench_learn.py::test_outputs_have_the_promised_structure"),
+    "python -m bench.learn report --out docs/learning": (
+        "test", "tests/test_bench_learn.py::test_a_finished_run_is_not_rerun_and_report_redraws"),
 }
 
 
