@@ -435,8 +435,8 @@ def _train_run(cfg: Any, rows: int, impl: str, steps: int, timed_steps: int) -> 
     then ``timed_steps`` timed ones. Returns losses, grad norms, the weights after ``steps`` (CPU) and rates."""
     from bench.test_train_step import make_batch, make_draws, make_model
     from hrm_fast.flops import config_flops
-    from hrm_fast.optim import build_optimizers
-    from hrm_fast.step import TrainStep, segment_tokens
+    from hrm_fast.training.optim import build_optimizers
+    from hrm_fast.training.step import TrainStep
 
     _free()
     model = make_model(cfg, fast=True)
@@ -460,7 +460,7 @@ def _train_run(cfg: Any, rows: int, impl: str, steps: int, timed_steps: int) -> 
            "first_step_s": round(first, 2), "losses": losses, "grad_norms": norms}  # fmt: skip
     if timed_steps:
         seconds = _time(call, timed_steps, warmup=1)
-        res.update(tokens_per_s=round(segment_tokens(model, rows) / seconds),
+        res.update(tokens_per_s=round(rows * model.inner.total_len / seconds),
                    **_rate(rows * config_flops(cfg).train_segment, seconds))
     res["peak_gib"] = _peak_gib()
     del call, step, model
@@ -556,8 +556,8 @@ def stage_train_paper(rec: Record) -> None:
 def _eval_run(cfg: Any, rows: int, impl: str, timed: int) -> dict[str, Any]:
     """One eval episode of EvalStep ``impl`` (eager | compiled+graph | compiled), then ``timed`` timed segments."""
     from bench.test_train_step import make_batch, make_model
+    from hrm_fast.eval.runner import EvalStep
     from hrm_fast.flops import config_flops
-    from hrm_fast.step import EvalStep, segment_tokens
 
     _free()
     model = make_model(cfg, fast=True).eval()
@@ -571,7 +571,7 @@ def _eval_run(cfg: Any, rows: int, impl: str, timed: int) -> dict[str, Any]:
     res = {"impl": impl, "rows": rows, "first_episode_s": round(first, 2), "metrics": sums}
     if timed:
         seconds = _time(step.segment, timed, warmup=1)
-        res.update(tokens_per_s=round(segment_tokens(model, rows) / seconds),
+        res.update(tokens_per_s=round(rows * model.inner.total_len / seconds),
                    **_rate(rows * config_flops(cfg).eval_segment, seconds))
     res["peak_gib"] = _peak_gib()
     del step, model
@@ -627,7 +627,7 @@ def stage_eval_paper(rec: Record) -> None:
 # --------------------------------------------------------------------------- stage: train_run
 def stage_train_run(rec: Record) -> None:
     """``python -m train.run preset=seed-4090`` for 50 steps on a small dataset it builds on the spot."""
-    from hrm_fast.runlog import read_metrics
+    from hrm_fast.training.runlog import read_metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp, "run")

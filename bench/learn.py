@@ -11,7 +11,7 @@ exploration).
 
 Budget: model FLOPs of training (``hrm_fast.flops.step_flops`` x steps; evaluation is not counted), so
 ``train.max_steps = floor(budget / step_flops)``: a recipe with cheaper steps gets more steps. The run is the
-ordinary trainer (``hrm_fast.trainer.Trainer``) with the recipe's overrides; at the checkpoints (default 1/8,
+ordinary trainer (``hrm_fast.training.trainer.Trainer``) with the recipe's overrides; at the checkpoints (default 1/8,
 1/4, 1/2 and all of the budget) it stops to measure ``val`` and ``test`` (``bench.learn_eval``) and saves
 ``last``. Wall and CPU time exclude those measurements. An interrupted run continues from its last checkpoint
 when the same command is given again; a finished one is not rerun.
@@ -40,11 +40,11 @@ import torch
 
 from bench.recipes import BASE_PRESET, RECIPES, recipe_overrides
 from hrm_fast import __version__
-from hrm_fast import train_state as TS
 from hrm_fast.config import Config, ConfigError, config_to_dict, load_config
 from hrm_fast.eval.submission import write_json_atomic
 from hrm_fast.flops import format_flops, step_flops
-from hrm_fast.trainer import Trainer
+from hrm_fast.training import train_state as TS
+from hrm_fast.training.trainer import Trainer
 
 DEFAULT_POINTS = (0.125, 0.25, 0.5, 1.0)
 SPLITS = ("val", "test")

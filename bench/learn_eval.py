@@ -14,7 +14,7 @@ over views, scores.json, report.html). The same predicted boards give the cell m
 - ``black_token_accuracy`` / ``black_changed_cell_accuracy``: what predicting colour 0 (black, the most
   frequent colour) in every cell would score (the plateau an undertrained model sits on).
 
-``lm_loss`` is validation's per-row mean token loss (``hrm_fast.validate.evaluate_split``) on the
+``lm_loss`` is validation's per-row mean token loss (``hrm_fast.eval.validate.evaluate_split``) on the
 un-augmented view of each test input.
 """
 
@@ -31,10 +31,10 @@ from hrm_fast.data.encode import COLOUR_OFFSET
 from hrm_fast.distributed import DistInfo
 from hrm_fast.eval.predict import predict_views
 from hrm_fast.eval.results import decode_into, finalize
+from hrm_fast.eval.validate import evaluate_split
 from hrm_fast.eval.views import load_eval_split
 from hrm_fast.eval.vote import VoteBox
-from hrm_fast.model import autocast_dtype
-from hrm_fast.validate import evaluate_split
+from hrm_fast.model.hrm import autocast_dtype
 
 
 class CellCounts:

@@ -1,7 +1,7 @@
 """One eval segment (forward of every cycle, LM and Q heads, metric sums) per preset and path.
 
 Groups ``eval_segment <preset> <device>``; ``impl``: ``reference`` (eager, reference ops, fast paths
-off, ``torch.no_grad``), ``fast`` (:class:`hrm_fast.step.EvalStep` eager: inference mode, weights cast
+off, ``torch.no_grad``), ``fast`` (:class:`hrm_fast.eval.runner.EvalStep` eager: inference mode, weights cast
 once), ``fast-compiled`` (one ``torch.compile(fullgraph=True)`` program, a CUDA graph on CUDA).
 Shapes as in ``bench/test_train_step.py`` (cut down on CPU).
 """
@@ -26,9 +26,9 @@ from bench.test_train_step import (
 )
 from bench.test_train_step import main as _main
 from hrm_fast import ops
+from hrm_fast.eval.runner import EvalStep
 from hrm_fast.flops import config_flops
-from hrm_fast.losses import act_loss
-from hrm_fast.step import EvalStep
+from hrm_fast.model.losses import act_loss
 
 IMPLS = ["reference", "fast", "fast-compiled"]
 

@@ -3,7 +3,7 @@
 Groups ``train_step <preset> <device>``; ``impl``:
 - ``reference``: eager, reference ops, model fast paths off, the plain loop (model, act_loss,
   backward, torch optimizers) -- the baseline every speed-up is measured against;
-- ``fast``: :class:`hrm_fast.step.TrainStep` eager (fast paths: inference-mode no-grad cycles,
+- ``fast``: :class:`hrm_fast.training.step.TrainStep` eager (fast paths: inference-mode no-grad cycles,
   weights cast once per segment, Q-only bootstrap pass, tensor-lr foreach optimizers);
 - ``fast-compiled``: the same step as one ``torch.compile(fullgraph=True)`` program (and a CUDA graph on CUDA);
 - ``fast-noboot`` / ``fast-noboot-compiled``: as above with ``model.bootstrap_q=false`` (TRM-style, other semantics).
@@ -25,10 +25,10 @@ from hrm_fast import ops
 from hrm_fast.config import Config, load_config
 from hrm_fast.flops import config_flops
 from hrm_fast.hardware import current_peak
-from hrm_fast.losses import act_loss
-from hrm_fast.model import HRM
-from hrm_fast.optim import build_optimizers
-from hrm_fast.step import TrainStep
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.losses import act_loss
+from hrm_fast.training.optim import build_optimizers
+from hrm_fast.training.step import TrainStep
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VOCAB, IDS = 12, 64

@@ -2,7 +2,7 @@
 
 Group ``trm_vs_hrm cpu-tiny <device>``; ``impl``:
 - ``hrm`` / ``hrm-compiled``: ``cpu-tiny`` as configured (H 2 / L 2 blocks, 2 x 2 cycles, 1-step gradient,
-  bootstrap target-Q pass), :class:`hrm_fast.step.TrainStep` eager / compiled;
+  bootstrap target-Q pass), :class:`hrm_fast.training.step.TrainStep` eager / compiled;
 - ``trm`` / ``trm-compiled``: the same hidden size (128), heads, batch and grids with TRM's ARC layout
   (``model.arch=trm``: 2 blocks, H_cycles 3, L_cycles 4, the whole last cycle back-propagated, no
   bootstrap pass, 16 prefix tokens) and its EMA update inside the step.
@@ -22,10 +22,10 @@ import pytest
 
 from bench.test_train_step import DEVICE, ROUNDS, SHAPES, interleaved, make_batch, make_draws, make_model, record
 from hrm_fast.config import Config, load_config
-from hrm_fast.ema import EMA
 from hrm_fast.flops import config_flops
-from hrm_fast.optim import build_optimizers
-from hrm_fast.step import TrainStep
+from hrm_fast.training.ema import EMA
+from hrm_fast.training.optim import build_optimizers
+from hrm_fast.training.step import TrainStep
 
 PRESET = "cpu-tiny"
 TRM_ARCH = ["model.arch=trm", "model.L_layers=2", "model.H_cycles=3", "model.L_cycles=4",

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from hrm_fast.config import Config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
     from hrm_fast.solve import Solver
 
 

@@ -39,9 +39,9 @@ from safetensors.torch import save as save_weights
 
 from hrm_fast.config import Config, ConfigError, config_from_dict, config_to_yaml, load_config
 from hrm_fast.data.identity import DatasetIdentity, check_same_dataset, dataset_identity
-from hrm_fast.ema import EMA
 from hrm_fast.fs import os_error_line, owner_alive, owner_tag
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
+from hrm_fast.training.ema import EMA
 
 FORMAT = "hrm_fast"
 FORMAT_VERSION = "1"

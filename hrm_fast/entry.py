@@ -47,8 +47,8 @@ def main(argv: list[str]) -> int:
     from hrm_fast.checkpoint import CheckpointError
     from hrm_fast.data.sources import DataError
     from hrm_fast.fs import FsError, os_error_line
-    from hrm_fast.run_dir import RunDirError
-    from hrm_fast.trainer import Trainer
+    from hrm_fast.training.run_dir import RunDirError
+    from hrm_fast.training.trainer import Trainer
 
     info = D.setup(config.device)
     if info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:

@@ -16,7 +16,7 @@ import torch
 
 from hrm_fast.config import Config, ConfigError, config_help, config_to_yaml, load_config
 from hrm_fast.flops import config_flops, format_flops
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
 
 RTX_4090_BF16 = 165e12  # dense bf16 FLOP/s, fp32 accumulate
 VOCAB_SIZE = 12
@@ -117,7 +117,7 @@ def report(config: Config) -> str:
 
 def run_estimate(config: Config, step: float) -> str:
     """The whole run's optimizer steps and RTX 4090 hours at 50% MFU (training only; validation not counted)."""
-    from hrm_fast.trainer import total_steps_for
+    from hrm_fast.training.trainer import total_steps_for
 
     groups = dataset_metadata(config, "total_groups", ("train",))
     mean = dataset_metadata(config, "mean_puzzle_examples", ("train",))

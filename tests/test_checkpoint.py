@@ -14,7 +14,7 @@ import yaml
 import hrm_fast
 from hrm_fast import checkpoint as ck
 from hrm_fast.config import load_config
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = ["model.hidden_size=32", "model.num_heads=2", "model.H_layers=1", "model.L_layers=2",

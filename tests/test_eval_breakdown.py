@@ -152,7 +152,7 @@ def test_cli_writes_tasks_csv_and_names_the_checkpoint_step_and_run(dataset, tmp
 
     from hrm_fast.checkpoint import save_checkpoint
     from hrm_fast.config import load_config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
     from train.evaluate import main
 
     cfg = load_config("cpu-tiny", [

@@ -31,7 +31,7 @@ def dataset(tmp_path_factory):
 def checkpoint(dataset, tmp_path_factory):
     from hrm_fast.checkpoint import save_checkpoint
     from hrm_fast.config import load_config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
 
     cfg = load_config("cpu-tiny", [
         f"data.path={dataset}", "data.max_grid_size=6", "model.hidden_size=32", "model.num_heads=2",

@@ -140,7 +140,7 @@ def dataset(tmp_path_factory) -> Path:
 def checkpoint(dataset, tmp_path_factory) -> Path:
     from hrm_fast.checkpoint import save_checkpoint
     from hrm_fast.config import load_config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
 
     cfg = load_config("cpu-tiny", [f"data.path={dataset}", "data.max_grid_size=6", *TINY_MODEL,
                                    "eval.ks=[1,2,10]"])  # fmt: skip

@@ -144,7 +144,7 @@ def small(tmp_path_factory):
     """A tiny build and an untrained checkpoint of it: (dataset, checkpoint folder)."""
     from hrm_fast.checkpoint import save_checkpoint
     from hrm_fast.config import load_config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
 
     base = tmp_path_factory.mktemp("small")
     data = base / "ds"

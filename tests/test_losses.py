@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrm_fast.losses import act_loss, softmax_cross_entropy, stablemax, stablemax_cross_entropy
-from hrm_fast.model import Carry
+from hrm_fast.model.hrm import Carry
+from hrm_fast.model.losses import act_loss, softmax_cross_entropy, stablemax, stablemax_cross_entropy
 
 IGN = -100
 

@@ -9,8 +9,8 @@ import torch
 
 from hrm_fast import ops
 from hrm_fast.config import ModelConfig, load_config
-from hrm_fast.layers import trunc_normal_init_
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.layers import trunc_normal_init_
 
 VOCAB, SEQ, IDS = 12, 9, 20
 

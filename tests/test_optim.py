@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hrm_fast.config import ModelConfig, TrainConfig
-from hrm_fast.model import HRM, PuzzleEmbedding
-from hrm_fast.optim import AdamATan2, SparseSignSGD, build_optimizers, lr_at, set_lr
+from hrm_fast.model.hrm import HRM, PuzzleEmbedding
+from hrm_fast.training.optim import AdamATan2, SparseSignSGD, build_optimizers, lr_at, set_lr
 
 
 def test_adam_atan2_matches_hand_computation():

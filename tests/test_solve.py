@@ -75,7 +75,7 @@ def untrained(tmp_path_factory) -> Path:
     from hrm_fast.checkpoint import save_checkpoint
     from hrm_fast.config import load_config
     from hrm_fast.data.build import build_dataset
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
 
     work = tmp_path_factory.mktemp("untrained")
     family_tasks(work / "tasks", n=4)
@@ -303,7 +303,7 @@ def test_api_raises_clear_errors(untrained):
 def test_a_checkpoint_without_puzzle_embedding_is_refused(tmp_path):
     from hrm_fast.checkpoint import save_checkpoint
     from hrm_fast.config import load_config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
     from hrm_fast.solve import SolveError
 
     config = load_config("cpu-tiny", [*TINY, "model.puzzle_emb_ndim=0"])

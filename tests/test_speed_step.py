@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from hrm_fast.config import ModelConfig, TrainConfig
-from hrm_fast.layers import CastedLinear, cast_weights_once
-from hrm_fast.losses import act_loss
-from hrm_fast.model import HRM
-from hrm_fast.optim import build_optimizers, set_lr
-from hrm_fast.step import EvalRunner, EvalStep, TrainStep
+from hrm_fast.eval.runner import EvalRunner, EvalStep
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.layers import CastedLinear, cast_weights_once
+from hrm_fast.model.losses import act_loss
+from hrm_fast.training.optim import build_optimizers, set_lr
+from hrm_fast.training.step import TrainStep
 
 VOCAB, SEQ, IDS = 12, 9, 20
 

@@ -142,7 +142,7 @@ def test_nan_in_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_d
 def _model_takes_draws() -> bool:
     import inspect
 
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
 
     return "explore_draw" in inspect.signature(HRM.forward).parameters
 
@@ -221,8 +221,8 @@ def test_validation_views_select_the_first_puzzles_of_each_group(tiny_data):
     from hrm_fast.config import load_config
     from hrm_fast.data.dataset import PuzzleDataset
     from hrm_fast.distributed import DistInfo
-    from hrm_fast.model import HRM
-    from hrm_fast.validate import evaluate_split, select_rows
+    from hrm_fast.eval.validate import evaluate_split, select_rows
+    from hrm_fast.model.hrm import HRM
 
     ds = PuzzleDataset(tiny_data, "val")
     one = select_rows(ds, 1)
@@ -242,7 +242,7 @@ def test_validation_views_select_the_first_puzzles_of_each_group(tiny_data):
     assert 0.0 <= out["val/accuracy"] <= 1.0 and out["val/steps"] == cfg.model.halt_max_steps
     assert model.training  # back in training mode
     # compile=true validation (a compiled EvalStep, reused across calls as the trainer does) gives the same metrics
-    from hrm_fast.step import EvalRunner
+    from hrm_fast.eval.runner import EvalRunner
 
     runner = EvalRunner(model, cfg.eval.batch_size, torch.device("cpu"), compile=True)
     for _ in range(2):

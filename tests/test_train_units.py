@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from hrm_fast import run_dir as R
-from hrm_fast import train_state as TS
 from hrm_fast.entry import default_preset, main
 from hrm_fast.faults import GracefulStop, NonFiniteTracker
-from hrm_fast.profiling import nvtx_range
-from hrm_fast.runlog import RunLogger, read_metrics
+from hrm_fast.training import run_dir as R
+from hrm_fast.training import train_state as TS
+from hrm_fast.training.profiling import nvtx_range
+from hrm_fast.training.runlog import RunLogger, read_metrics
 
 
 def test_default_preset_follows_cuda_and_respects_the_command_line():
@@ -76,7 +76,7 @@ def test_rng_state_round_trip_restores_every_generator():
 
 def test_carry_state_concat_slice_and_in_place_load():
     from hrm_fast.config import load_config
-    from hrm_fast.model import HRM
+    from hrm_fast.model.hrm import HRM
 
     cfg = load_config("cpu-tiny", ["model.hidden_size=16", "model.num_heads=2", "model.puzzle_emb_ndim=16"])
     model = HRM(cfg.model, vocab_size=12, seq_len=9, num_puzzle_identifiers=5)
@@ -129,7 +129,7 @@ def test_nvtx_range_is_a_no_op_without_cuda():
 
 
 def test_step_window_profiler_captures_the_requested_steps(tmp_path):
-    from hrm_fast.profiling import StepWindowProfiler
+    from hrm_fast.training.profiling import StepWindowProfiler
 
     prof = StepWindowProfiler(steps=2, use_torch=True, out_dir=tmp_path / "profile", start_step=10, warmup=1)
     messages = []
@@ -160,7 +160,7 @@ def test_run_logger_writes_jsonl_and_tensorboard(tmp_path):
 def test_impossible_batch_split_fails_before_any_work(tmp_path, capsys):
     from hrm_fast.config import ConfigError, load_config
     from hrm_fast.distributed import DistInfo
-    from hrm_fast.trainer import Trainer
+    from hrm_fast.training.trainer import Trainer
 
     run, data = tmp_path / "run", tmp_path / "no-data"
     code = main(["preset=cpu-tiny", "train.global_batch_size=10", "train.grad_accum=4", "device=cpu",
@@ -181,7 +181,7 @@ def test_bad_arguments_exit_2(capsys):
 
 
 def test_autocast_dtype_only_for_reduced_precision_on_cuda():
-    from hrm_fast.model import autocast_dtype
+    from hrm_fast.model.hrm import autocast_dtype
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # a device object needs no GPU
     assert autocast_dtype("bfloat16", cuda) is torch.bfloat16 and autocast_dtype("float16", cuda) is torch.float16
@@ -242,7 +242,7 @@ def test_run_dir_under_a_regular_file_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_best_ties_break_by_token_accuracy_then_lower_loss():
-    from hrm_fast.trainer import _best_from_state, best_key
+    from hrm_fast.training.trainer import _best_from_state, best_key
 
     def val(exact: float, token: float, loss: float) -> dict[str, float]:
         return {"val/exact_accuracy": exact, "val/accuracy": token, "val/lm_loss": loss}

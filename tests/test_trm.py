@@ -17,12 +17,13 @@ from test_train_run import TINY_RUN, _env, _losses, _run, _train_cmd, _weights, 
 
 from hrm_fast import checkpoint as ck
 from hrm_fast.config import ConfigError, ModelConfig, TrainConfig, load_config
-from hrm_fast.ema import EMA
+from hrm_fast.eval.runner import EvalStep
 from hrm_fast.flops import block_params, config_flops
-from hrm_fast.losses import act_loss
-from hrm_fast.model import HRM
-from hrm_fast.optim import build_optimizers, set_lr
-from hrm_fast.step import EvalStep, TrainStep
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.losses import act_loss
+from hrm_fast.training.ema import EMA
+from hrm_fast.training.optim import build_optimizers, set_lr
+from hrm_fast.training.step import TrainStep
 
 VOCAB, SEQ, IDS, PREFIX = 12, 9, 20, 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -450,7 +451,7 @@ def trm_reference_run(tiny_data, tmp_path_factory) -> tuple[Path, Path]:  # noqa
 
 def test_trm_training_run_learns_and_keeps_ema(trm_reference_run):
     from hrm_fast.distributed import DistInfo
-    from hrm_fast.validate import evaluate_split
+    from hrm_fast.eval.validate import evaluate_split
 
     run, weights = trm_reference_run
     losses = _losses(run)

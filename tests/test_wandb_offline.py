@@ -76,7 +76,7 @@ def test_offline_wandb_run_holds_the_metrics(tmp_path):
 
 
 def test_wandb_is_not_imported_unless_asked(tmp_path):
-    code = ("import sys; from hrm_fast.runlog import RunLogger; import hrm_fast.trainer; "
+    code = ("import sys; from hrm_fast.training.runlog import RunLogger; import hrm_fast.training.trainer; "
             f"RunLogger({str(tmp_path)!r}, {{}}, tensorboard=False).close(); print('wandb' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
                          timeout=120)  # fmt: skip

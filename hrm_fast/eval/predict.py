@@ -68,10 +68,10 @@ def predict_views(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (rows int64 [b], predicted tokens uint8 [b, S], sigmoid(q_halt) float32 [b]) per batch.
 
-    ``compile``: run the segments as a compiled :class:`hrm_fast.step.EvalStep` (captured in a CUDA graph on
+    ``compile``: run the segments as a compiled :class:`hrm_fast.eval.runner.EvalStep` (captured in a CUDA graph on
     CUDA unless ``cuda_graph=False``); the eager loop otherwise. The model is put in eval mode for the
     duration and restored afterwards."""
-    from hrm_fast.step import EvalRunner
+    from hrm_fast.eval.runner import EvalRunner
 
     if halt_max_steps != model.config.halt_max_steps:
         raise ValueError(f"halt_max_steps={halt_max_steps} but the model runs {model.config.halt_max_steps} segments")

@@ -27,7 +27,7 @@ from hrm_fast.config import ConfigError
 from hrm_fast.eval.submission import write_json_atomic
 from hrm_fast.export.build import ExportError, model_in_dtype, spec_from_meta
 from hrm_fast.export.verify import Batch, grid_batches, ort_runner, program_inputs, torch_runner
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
 
 
 @torch.inference_mode()

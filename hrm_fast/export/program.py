@@ -16,8 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hrm_fast.layers import CastedEmbedding, CastedLinear
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.layers import CastedEmbedding, CastedLinear
 
 PuzzleInput = Literal["ids", "vectors", "none"]
 

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from hrm_fast.data.encode import encode_grid
 from hrm_fast.eval.views import EvalDataError, load_eval_split
 from hrm_fast.export.build import ExportSpec, puzzle_input
-from hrm_fast.layers import CastedEmbedding
-from hrm_fast.model import HRM, dtype_of
+from hrm_fast.model.hrm import HRM, dtype_of
+from hrm_fast.model.layers import CastedEmbedding
 from hrm_fast.ops import reference
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # tokens int32 [B, S], puzzle ids int32 [B]

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 import yaml
 
-from hrm_fast.run_dir import existing_checkpoint
-from hrm_fast.runlog import read_metrics
+from hrm_fast.training.run_dir import existing_checkpoint
+from hrm_fast.training.runlog import read_metrics
 
 BEST_KEY = "val/exact_accuracy"  # the metric the trainer keeps `best` by
 

@@ -17,8 +17,8 @@ from matplotlib.ticker import NullFormatter
 
 from hrm_fast.config import ConfigError, load_config
 from hrm_fast.flops import step_flops
-from hrm_fast.runlog import read_metrics
 from hrm_fast.runs.catalog import finite
+from hrm_fast.training.runlog import read_metrics
 
 # (panel title, y label, metrics drawn in it)
 PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from hrm_fast.config import TrainConfig
 from hrm_fast.eval.predict import make_batch
 from hrm_fast.eval.views import EvalSplit
-from hrm_fast.losses import act_loss
-from hrm_fast.model import HRM
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.losses import act_loss
 from hrm_fast.solve.init import freeze, optimizers_for
 
 
@@ -109,7 +109,7 @@ def demo_metrics(model: HRM, demos: EvalSplit, batch_size: int, device: torch.de
                  amp_dtype: torch.dtype | None = None) -> dict[str, float]:
     """Eval-mode episodes (all halt_max_steps segments) over every demo row: mean LM loss per row,
     token accuracy and exact (whole grid) accuracy. Deterministic; the model's mode is restored."""
-    from hrm_fast.step import EvalRunner
+    from hrm_fast.eval.runner import EvalRunner
 
     device = device or next(model.parameters()).device
     was_training = model.training

@@ -18,9 +18,9 @@ from torch.optim import Optimizer
 
 from hrm_fast.checkpoint import CheckpointError, load_state_into
 from hrm_fast.config import Config, TrainConfig
-from hrm_fast.model import HRM
-from hrm_fast.optim import SparseSignSGD, build_optimizers
+from hrm_fast.model.hrm import HRM
 from hrm_fast.solve.rows import IDENTIFIERS, checkpoint_names, map_rows
+from hrm_fast.training.optim import SparseSignSGD, build_optimizers
 
 FREEZE = ("none", "network", "embedding")
 

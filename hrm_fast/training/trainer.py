@@ -30,10 +30,7 @@ import torch
 from tqdm import tqdm
 
 from hrm_fast import distributed as D
-from hrm_fast import run_dir as R
-from hrm_fast import train_state as TS
 from hrm_fast.config import Config, ConfigError, config_to_dict, save_config
-from hrm_fast.ema import EMA, maybe_applied
 from hrm_fast.faults import (
     GracefulStop,
     NonFiniteError,
@@ -43,9 +40,12 @@ from hrm_fast.faults import (
     nan_injection_step,
 )
 from hrm_fast.fs import os_error_line, owner_tag
-from hrm_fast.model import autocast_dtype
-from hrm_fast.profiling import StepWindowProfiler, nvtx_range
-from hrm_fast.runlog import NullLogger, RunLogger, read_metrics
+from hrm_fast.model.hrm import autocast_dtype
+from hrm_fast.training import run_dir as R
+from hrm_fast.training import train_state as TS
+from hrm_fast.training.ema import EMA, maybe_applied
+from hrm_fast.training.profiling import StepWindowProfiler, nvtx_range
+from hrm_fast.training.runlog import NullLogger, RunLogger, read_metrics
 
 STATE_VERSION = 1
 
@@ -119,7 +119,7 @@ class Trainer:
 
     def _open_run_dir(self) -> tuple[Path, Path | None, bool, bool]:
         """(run folder, checkpoint to resume from, start over, folder made now): rank 0 chooses and locks the folder
-        (:func:`hrm_fast.run_dir.open_run_dir`), every rank gets its choice or its error (RunDirError, one line)."""
+        (:func:`hrm_fast.training.run_dir.open_run_dir`); every rank gets its choice or its error (one line)."""
         rc = self.cfg.run
         chosen: tuple[str, ...] | None = None
         if self.dist.is_main:
@@ -165,9 +165,9 @@ class Trainer:
         self.total_steps = total_steps_for(self.cfg, self.meta.total_groups, self.meta.mean_puzzle_examples)
 
     def _build_model(self) -> None:
-        from hrm_fast.losses import act_loss
-        from hrm_fast.model import HRM
-        from hrm_fast.optim import build_optimizers
+        from hrm_fast.model.hrm import HRM
+        from hrm_fast.model.losses import act_loss
+        from hrm_fast.training.optim import build_optimizers
 
         self.model = HRM(self.cfg.model, vocab_size=self.meta.vocab_size, seq_len=self.meta.seq_len,
                          num_puzzle_identifiers=self.meta.num_puzzle_identifiers).to(self.device)
@@ -182,7 +182,7 @@ class Trainer:
         self.model_takes_draws = "explore_draw" in inspect.signature(self.model.forward).parameters
         self.segment = torch.compile(self._segment, dynamic=False) if self.compile else self._segment
         # compile=true on one rank: the whole step (ACT update, forward, loss, backward, optimizers) is one compiled
-        # program, captured in a CUDA graph on CUDA (hrm_fast/step.py). Built at the first step, i.e. after a resume
+        # program, captured in a CUDA graph on CUDA (training/step.py). Built at the first step, i.e. after a resume
         # has loaded the optimizer state it works on. Multi-rank runs keep the loop below with a compiled segment.
         self.use_step_program = self.compile and self.dist.world_size == 1 and self.model_takes_draws
         self.step_program = None
@@ -218,7 +218,7 @@ class Trainer:
         return slice(start, start + self.micro_batch)
 
     def _set_lr(self) -> None:
-        from hrm_fast.optim import set_lr
+        from hrm_fast.training.optim import set_lr
 
         # HRM counts the step before scheduling: the first step runs at lr(1), not lr(0) = 0 in warmup
         self.current_lr = set_lr(self.optimizers, self.step + 1, self.total_steps, self.cfg.train)
@@ -244,7 +244,7 @@ class Trainer:
         If that fails, the step's effects are undone (weights, optimizer state, carries, RNG), the failure is
         reported, and the run continues on the per-segment loop, which computes the same step (False returned).
         """
-        from hrm_fast.step import TrainStep
+        from hrm_fast.training.step import TrainStep
 
         tc = self.cfg.train
         program = TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
@@ -379,8 +379,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (exact accuracy, token accuracy, steps, q-halt accuracy) on the val split."""
-        from hrm_fast.step import EvalRunner
-        from hrm_fast.validate import evaluate_split
+        from hrm_fast.eval.runner import EvalRunner
+        from hrm_fast.eval.validate import evaluate_split
 
         if self.eval_runner is None:  # one runner for the whole run: a compiled one compiles (and captures) once
             self.eval_runner = EvalRunner(self.model, self.cfg.eval.batch_size // self.dist.world_size, self.device,

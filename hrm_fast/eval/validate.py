@@ -25,7 +25,7 @@ from hrm_fast.config import Config
 from hrm_fast.data.dataset import PuzzleDataset
 
 if TYPE_CHECKING:
-    from hrm_fast.step import EvalRunner
+    from hrm_fast.eval.runner import EvalRunner
 
 
 def select_rows(dataset: PuzzleDataset, views: int | str) -> np.ndarray:
@@ -61,8 +61,8 @@ def evaluate_split(
 
     ``runner``: how episodes run (keep one across calls: a compiled runner compiles once); None = the eager
     loop, with bf16/fp16 autocast on CUDA as ``model.forward_dtype`` says."""
-    from hrm_fast.model import autocast_dtype
-    from hrm_fast.step import EvalRunner
+    from hrm_fast.eval.runner import EvalRunner
+    from hrm_fast.model.hrm import autocast_dtype
 
     dataset = PuzzleDataset(Path(cfg.data.path), split)
     device = dist.device

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hrm_fast.model import Carry
+from hrm_fast.model.hrm import Carry
 from hrm_fast.ops.reference import IGNORE_LABEL
 
 LOSS_TYPES = ("stablemax", "softmax")

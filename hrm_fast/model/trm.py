@@ -1,7 +1,7 @@
 """The Tiny Recursive Model's inner recurrence (``model.arch=trm``; reference/hrm.md §7).
 
 TRM (SamsungSAILMontreal/TinyRecursiveModels, arXiv 2510.04871) keeps HRM's embeddings, heads, carry and ACT
-wrapper (:class:`hrm_fast.model.HRM` runs both) and changes the inner forward:
+wrapper (:class:`hrm_fast.model.hrm.HRM` runs both) and changes the inner forward:
 - one network, ``L_level`` of ``L_layers`` blocks, does both updates (``H_layers`` is unused);
 - per cycle, the latent z (= z_L) is updated ``L_cycles`` times from z + y + x, then the answer y (= z_H)
   once from y + z (no x);
@@ -19,9 +19,9 @@ from torch import nn
 
 from hrm_fast import ops
 from hrm_fast.config import ModelConfig, swiglu_inner
-from hrm_fast.layers import ReasoningModule, SwiGLU
-from hrm_fast.model import HRMInner, no_grad_region
-from hrm_fast.profiling import nvtx_range
+from hrm_fast.model.hrm import HRMInner, no_grad_region
+from hrm_fast.model.layers import ReasoningModule, SwiGLU
+from hrm_fast.training.profiling import nvtx_range
 
 
 class SequenceMLPBlock(nn.Module):

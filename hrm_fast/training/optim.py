@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.optim import Optimizer
 
 from hrm_fast.config import TrainConfig
-from hrm_fast.model import HRM, PuzzleEmbedding
+from hrm_fast.model.hrm import HRM, PuzzleEmbedding
 
 
 def adam_atan2_update(
@@ -100,7 +100,7 @@ class AdamATan2(Optimizer):
 
 
 class SparseSignSGD(Optimizer):
-    """SignSGD with row-sparse decoupled weight decay for :class:`hrm_fast.model.PuzzleEmbedding`.
+    """SignSGD with row-sparse decoupled weight decay for :class:`hrm_fast.model.hrm.PuzzleEmbedding`.
 
     Uses the gradient of the embedding's ``local_weights`` and the ids in ``local_ids`` (plus any
     micro-batches stashed by gradient accumulation). Under an initialised ``torch.distributed``

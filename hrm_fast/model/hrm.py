@@ -1,6 +1,6 @@
 """The Hierarchical Reasoning Model: inner recurrence (H/L modules) and the ACT wrapper.
 
-Reads top to bottom like reference/hrm.md §1 (TRM's inner model, §7, is :mod:`hrm_fast.trm`):
+Reads top to bottom like reference/hrm.md §1 (TRM's inner model, §7, is :mod:`hrm_fast.model.trm`):
 - :class:`PuzzleEmbedding`: the per-puzzle vector table (a buffer, trained by sparse SignSGD).
 - :class:`HRMInner`: token embedding (x sqrt(hidden)) with the puzzle prefix, H_cycles x L_cycles
   updates of z_L and z_H with the 1-step gradient, LM head and Q head.
@@ -29,7 +29,7 @@ from torch import nn
 
 from hrm_fast import ops
 from hrm_fast.config import ModelConfig
-from hrm_fast.layers import (
+from hrm_fast.model.layers import (
     Block,
     CastedEmbedding,
     CastedLinear,
@@ -39,7 +39,7 @@ from hrm_fast.layers import (
     rope_tables,
     trunc_normal_init_,
 )
-from hrm_fast.profiling import nvtx_range
+from hrm_fast.training.profiling import nvtx_range
 
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
 
@@ -67,7 +67,7 @@ class PuzzleEmbedding(nn.Module):
     """Per-puzzle vectors ``weights`` [num_ids, ndim] fp32 (zero init, persistent buffer, not a Parameter).
 
     Training forward copies the batch's rows into ``local_weights`` [B, ndim] (a leaf that requires
-    grad) and remembers their ids in ``local_ids``; :class:`hrm_fast.optim.SparseSignSGD` later
+    grad) and remembers their ids in ``local_ids``; :class:`hrm_fast.training.optim.SparseSignSGD` later
     applies the gradient of ``local_weights`` to those rows only. Eval forward is a plain lookup.
     With gradient accumulation, each training forward first stashes the previous micro-batch's
     (ids, grad) so that no gradient is attributed to the wrong rows.
@@ -240,7 +240,7 @@ class Carry:
 
 
 class HRM(nn.Module):
-    """HRM (or TRM, ``model.arch=trm``: :mod:`hrm_fast.trm`) with adaptive computation time.
+    """HRM (or TRM, ``model.arch=trm``: :mod:`hrm_fast.model.trm`) with adaptive computation time.
 
     ``carry, outputs = model(carry, batch)`` runs one segment; the ACT wrapper, carry and halting are shared by
     both architectures (TRM without ``bootstrap_q`` halts when q_halt > 0 and has no Q-continue target).
@@ -261,7 +261,7 @@ class HRM(nn.Module):
         self.num_puzzle_identifiers = num_puzzle_identifiers
         ops.set_backend(config.ops)
         if config.arch == "trm":
-            from hrm_fast.trm import TRMInner  # hrm_fast.trm builds on this module's HRMInner
+            from hrm_fast.model.trm import TRMInner  # hrm_fast.model.trm builds on this module's HRMInner
 
             self.inner: HRMInner = TRMInner(config, vocab_size, seq_len)
         else:
