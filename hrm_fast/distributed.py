@@ -99,19 +99,16 @@ def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
-def all_reduce_grads(params: list[torch.Tensor], info: DistInfo) -> None:
-    """Sum the gradients of ``params`` over ranks in one flat bucket (params without grad are skipped)."""
-    if not info.enabled:
+def all_reduce_(tensors: list[torch.Tensor], info: DistInfo | None) -> None:
+    """Sum ``tensors`` (e.g. this rank's gradients) over ranks in place, in one flat bucket."""
+    if info is None or not info.enabled or not tensors:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset:offset + n].view_as(g))
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
         offset += n
 
 

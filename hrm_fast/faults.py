@@ -1,4 +1,5 @@
-"""Fault handling for the training loop: graceful stop on SIGINT/SIGTERM, non-finite loss detection, test kill hooks.
+"""Fault handling for the training loop: graceful stop on SIGINT/SIGTERM, non-finite loss detection, and the
+test hooks (environment variables ``HRM_FAST_TEST_*``; nothing else in the product reads them).
 
 Non-finite detection keeps a device-side record of the first bad step, updated every step with
 tensor ops only (no host sync), and read on the host at check points (every step on CPU where a
@@ -8,11 +9,15 @@ So a bad step is always named exactly, and no checkpoint is ever written after i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import torch
 
@@ -77,10 +82,14 @@ class NonFiniteError(RuntimeError):
         self.step = step
 
 
+# --------------------------------------------------------------------------- test hooks (the only ones in the product)
 def fault_point(name: str) -> None:
     """Test hook at the moment ``NAME`` (e.g. ``step5``: in optimizer step 5, after its batch was drawn; ``resume``:
-    while a resume rewrites the log): ``HRM_FAST_TEST_KILL_AT=NAME`` SIGKILLs this process there,
-    ``HRM_FAST_TEST_PAUSE_AT=NAME`` prints ``paused at NAME`` to stderr and waits there until killed."""
+    while a resume rewrites the log; ``first_compiled_step`` / ``first_eval_step``: after the compiled step's first
+    call): ``HRM_FAST_TEST_KILL_AT=NAME`` SIGKILLs this process there, ``HRM_FAST_TEST_PAUSE_AT=NAME`` prints
+    ``paused at NAME`` to stderr and waits there until killed, ``HRM_FAST_TEST_FAIL_AT=NAME`` raises RuntimeError."""
+    if os.environ.get("HRM_FAST_TEST_FAIL_AT") == name:
+        raise RuntimeError(f"test hook HRM_FAST_TEST_FAIL_AT={name}")
     if os.environ.get("HRM_FAST_TEST_KILL_AT") == name:
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -94,3 +103,43 @@ def nan_injection_step() -> int | None:
     """Test hook: ``HRM_FAST_INJECT_NAN_AT_STEP=N`` turns the loss of optimizer step N into NaN."""
     value = os.environ.get("HRM_FAST_INJECT_NAN_AT_STEP")
     return int(value) if value else None
+
+
+@contextlib.contextmanager
+def kill_in_save() -> Iterator[None]:
+    """Test hook: ``HRM_FAST_TEST_KILL_IN_SAVE=N[:K]`` SIGKILLs this process in the N-th checkpoint save, at its K-th
+    (default first) ``os.rename``/``os.replace``: after the temporary files are written, while they are put in place."""
+    spec = os.environ.get("HRM_FAST_TEST_KILL_IN_SAVE")
+    kill_in_save.calls = getattr(kill_in_save, "calls", 0) + 1
+    target, _, nth = (spec or "").partition(":")
+    if not target or int(target) != kill_in_save.calls:
+        yield
+        return
+    originals = (os.replace, os.rename)
+    remaining = [int(nth or 1)]
+
+    def wrap(fn: Any) -> Any:
+        def maybe_die(*args: Any, **kwargs: Any) -> Any:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return maybe_die
+
+    os.replace, os.rename = wrap(os.replace), wrap(os.rename)
+    try:
+        yield
+    finally:
+        os.replace, os.rename = originals
+
+
+def dump_weights(model: torch.nn.Module, rank: int) -> None:
+    """Test hook: ``HRM_FAST_TEST_DUMP_WEIGHTS=DIR`` writes every rank's final weights to DIR/rank<r>.safetensors."""
+    folder = os.environ.get("HRM_FAST_TEST_DUMP_WEIGHTS")
+    if not folder:
+        return
+    from safetensors.torch import save_file
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(Path(folder) / f"rank{rank}.safetensors"))

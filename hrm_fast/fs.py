@@ -105,8 +105,9 @@ def remove_stale(parent: Path, pattern: re.Pattern[str], say: Callable[[str], No
 
 def kill_point(name: str) -> None:
     """Test hook :func:`hrm_fast.faults.fault_point` (SIGKILL at moment ``name`` when ``HRM_FAST_TEST_KILL_AT=name``,
-    a pause with ``HRM_FAST_TEST_PAUSE_AT``), imported only when armed: the builder stays torch-free."""
-    if name in (os.environ.get("HRM_FAST_TEST_KILL_AT"), os.environ.get("HRM_FAST_TEST_PAUSE_AT")):
+    a pause, a raise), imported only when armed: the builder stays torch-free."""
+    if name in (os.environ.get("HRM_FAST_TEST_KILL_AT"), os.environ.get("HRM_FAST_TEST_PAUSE_AT"),
+                os.environ.get("HRM_FAST_TEST_FAIL_AT")):
         from hrm_fast.faults import fault_point
 
         fault_point(name)

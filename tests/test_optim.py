@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from hrm_fast.config import ModelConfig, TrainConfig
 from hrm_fast.model.hrm import HRM, PuzzleEmbedding
-from hrm_fast.training.optim import AdamATan2, SparseSignSGD, build_optimizers, lr_at, set_lr
+from hrm_fast.training.optim import AdamATan2, AdamW, SparseSignSGD, build_optimizers, lr_at, set_lr
 
 
 def test_adam_atan2_matches_hand_computation():
@@ -40,6 +40,31 @@ def test_adam_atan2_accepts_tensor_lr_and_skips_params_without_grad():
     # t=1: m = 0.1 g, sqrt(v / (1 - b2)) = g -> step = lr / 0.1 * atan2(0.1, 1)
     assert torch.allclose(a.detach(), torch.full((3,), 1 - math.atan(0.1)))
     assert torch.equal(b.detach(), torch.ones(3)) and b not in opt.state
+
+
+def test_adamw_update_follows_torch_adamw():
+    """Our AdamW (one update function for step() and the compiled step) against torch.optim.AdamW, 5 fp32 steps
+    (its step counters are fp32 tensors, so the bias corrections agree to fp32 precision)."""
+    dtype = torch.float32
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3, dtype=dtype), torch.randn(5, dtype=dtype)]
+    ours = [t.clone().requires_grad_() for t in start]
+    theirs = [t.clone().requires_grad_() for t in start]
+    kw = dict(lr=0.01, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
+    a, b = AdamW(ours, **kw), torch.optim.AdamW(theirs, **kw)
+    for step in range(5):
+        grads = [torch.randn_like(t) for t in start]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        for group in (*a.param_groups, *b.param_groups):
+            group["lr"] = 0.01 * (step + 1)
+        a.step()
+        b.step()
+    for p, q, s in zip(ours, theirs, start):
+        assert not torch.equal(p, s)
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="amsgrad"):
+        AdamW([torch.zeros(1, requires_grad=True)], amsgrad=True)
 
 
 def test_sparse_signsgd_updates_only_batch_rows_with_summed_sign():

@@ -260,7 +260,7 @@ def test_eval_runner_compiled_equals_eager_and_falls_back_on_failure(monkeypatch
     assert compiled.compile and compiled._step is not None
     assert eager(batch(4, 5), metrics=False)[1] == {}
 
-    monkeypatch.setenv("HRM_FAST_TEST_FAIL_EVAL_STEP", "1")
+    monkeypatch.setenv("HRM_FAST_TEST_FAIL_AT", "first_eval_step")
     failing = EvalRunner(model, 4, "cpu", compile=True)
     with pytest.warns(RuntimeWarning, match="compiled eval step failed at its first batch"):
         got_out, got = failing(batch(4, 7))

@@ -5,19 +5,14 @@ and the solver."""
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 
 import torch
 
-from hrm_fast.faults import first_line
+from hrm_fast.faults import fault_point, first_line
+from hrm_fast.graphs import capture, cuda_graphs_default
 from hrm_fast.model.hrm import BATCH_KEYS, HRM, no_grad_region
 from hrm_fast.model.losses import act_loss
-
-
-def cuda_graphs_default(device: torch.device) -> bool:
-    """CUDA graphs are on by default exactly when the tensors live on an available CUDA device."""
-    return device.type == "cuda" and torch.cuda.is_available()
 
 
 class EvalStep:
@@ -58,21 +53,9 @@ class EvalStep:
         if not self.cuda_graph:
             return self._fn()
         if self._graph is None:
-            saved = [t.clone() for t in (self.carry.z_H, self.carry.z_L, self.carry.steps, self.carry.halted,
-                                         *self.carry.current_data.values())]
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._fn()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            for t, s in zip((self.carry.z_H, self.carry.z_L, self.carry.steps, self.carry.halted,
-                             *self.carry.current_data.values()), saved):
-                t.copy_(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._out = self._fn()
-            self._graph = graph
+            c = self.carry
+            self._graph, self._out = capture(self._fn, [c.z_H, c.z_L, c.steps, c.halted, *c.current_data.values()],
+                                             self.device)
         assert self._out is not None
         self._graph.replay()
         return self._out
@@ -126,8 +109,8 @@ class EvalRunner:
                                           cuda_graph=self.cuda_graph, loss_type=self.loss_type)
                 with self._autocast():
                     out = self._step.run(batch)
-                if not self._proven and os.environ.get("HRM_FAST_TEST_FAIL_EVAL_STEP") == "1":
-                    raise RuntimeError("test hook HRM_FAST_TEST_FAIL_EVAL_STEP")
+                if not self._proven:
+                    fault_point("first_eval_step")
                 self._proven = True
                 return out
             except Exception as err:  # noqa: BLE001 -- any failure of the compiled path falls back to eager
@@ -147,4 +130,4 @@ class EvalRunner:
         return outputs, sums
 
 
-__all__ = ["EvalRunner", "EvalStep", "cuda_graphs_default"]
+__all__ = ["EvalRunner", "EvalStep"]

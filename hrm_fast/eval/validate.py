@@ -23,6 +23,7 @@ from tqdm import tqdm
 from hrm_fast import distributed as D
 from hrm_fast.config import Config
 from hrm_fast.data.dataset import PuzzleDataset
+from hrm_fast.model.losses import metric_means
 
 if TYPE_CHECKING:
     from hrm_fast.eval.runner import EvalRunner
@@ -87,13 +88,4 @@ def evaluate_split(
         bar.close()
         model.train(was_training)
     reduced = D.all_reduce_sum(sums, dist)
-    count = float(reduced.get("count", 0.0))
-    out = {}
-    for k, v in reduced.items():
-        if k == "count":
-            out["val/count"] = count
-        elif "loss" in k:
-            out[f"val/{k}"] = float(v) / max(count, 1.0)
-        else:
-            out[f"val/{k}"] = float(v) / count if count > 0 else float("nan")
-    return out
+    return metric_means(reduced, "val", loss_rows=max(float(reduced.get("count", 0.0)), 1.0))

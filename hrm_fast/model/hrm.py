@@ -1,6 +1,7 @@
 """The Hierarchical Reasoning Model: inner recurrence (H/L modules) and the ACT wrapper.
 
-Reads top to bottom like reference/hrm.md §1 (TRM's inner model, §7, is :mod:`hrm_fast.model.trm`):
+Reads top to bottom like the HRM paper (Wang et al. 2025, arXiv:2506.21734); TRM's inner model is
+:mod:`hrm_fast.model.trm`:
 - :class:`PuzzleEmbedding`: the per-puzzle vector table (a buffer, trained by sparse SignSGD).
 - :class:`HRMInner`: token embedding (x sqrt(hidden)) with the puzzle prefix, H_cycles x L_cycles
   updates of z_L and z_H with the 1-step gradient, LM head and Q head.
@@ -39,7 +40,6 @@ from hrm_fast.model.layers import (
     rope_tables,
     trunc_normal_init_,
 )
-from hrm_fast.training.profiling import nvtx_range
 
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
 
@@ -174,41 +174,34 @@ class HRMInner(nn.Module):
         return self.embed_scale * x
 
     def forward(
-        self,
-        z_H: torch.Tensor,
-        z_L: torch.Tensor,
-        x: torch.Tensor,
-        with_logits: bool = True,
-        q_only: bool = False,
-        fast: bool = False,
+        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, q_only: bool = False, fast: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One segment of the recurrence with the 1-step gradient.
+        """One segment of the recurrence with the 1-step gradient (H_cycles x L_cycles updates).
 
         z_H, z_L: [B, T, D] carry (no grad); x: [B, T, D] input embedding. Returns new z_H, z_L
         (still attached to the graph of the last updates; callers detach), logits [B, seq_len, V]
-        (None when ``with_logits`` is False) and q [B, 2] fp32 (halt, continue).
-        ``q_only``: only q is wanted (no logits; the returned z_H holds position 0 only, [B, 1, D]).
-        ``fast``: the no-grad cycles run in inference mode (see :func:`no_grad_region`).
+        and q [B, 2] fp32 (halt, continue).
+        ``q_only``: only q is wanted: no logits (None); with ``fast``, the last H update computes position 0 only
+        (the returned z_H is then [B, 1, D]). ``fast``: the no-grad cycles run in inference mode.
         """
         cos, sin = self.cos, self.sin
         n_h, n_l = self.config.H_cycles, self.config.L_cycles
-        with no_grad_region(fast):
+        with no_grad_region(fast):  # every update but the last L and the last H one
             for h_step in range(n_h):
                 for l_step in range(n_l):
                     if h_step < n_h - 1 or l_step < n_l - 1:
-                        with nvtx_range("inner/L"):
-                            z_L = self.L_level(z_L, z_H + x, cos, sin)
+                        z_L = self.L_level(z_L, z_H + x, cos, sin)  # L: fast updates, conditioned on H and input
                 if h_step < n_h - 1:
-                    with nvtx_range("inner/H"):
-                        z_H = self.H_level(z_H, z_L, cos, sin)
+                    z_H = self.H_level(z_H, z_L, cos, sin)  # H: one slow update per cycle, from L's result
         # 1-step gradient: only the last L and the last H update are differentiated.
-        with nvtx_range("inner/L"):
-            z_L = self.L_level(z_L, z_H + x, cos, sin)
-        with nvtx_range("inner/H"):
-            z_H = self.H_level(z_H, z_L, cos, sin, rows=1 if q_only else None)
-        logits = self.lm_head(z_H[:, self.prefix_len :]) if with_logits and not q_only else None
-        q = self.q_head(z_H[:, 0]).to(torch.float32)
-        return z_H, z_L, logits, q
+        z_L = self.L_level(z_L, z_H + x, cos, sin)
+        z_H = self.H_level(z_H, z_L, cos, sin, rows=1 if q_only and fast else None)
+        return z_H, z_L, *self.heads(z_H, q_only)
+
+    def heads(self, z_H: torch.Tensor, q_only: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(logits [B, seq_len, V] from the grid positions, None when ``q_only``; q [B, 2] fp32 from position 0)."""
+        logits = None if q_only else self.lm_head(z_H[:, self.prefix_len :])
+        return logits, self.q_head(z_H[:, 0]).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- ACT wrapper
@@ -225,18 +218,6 @@ class Carry:
     steps: torch.Tensor
     halted: torch.Tensor
     current_data: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        out = {"z_H": self.z_H, "z_L": self.z_L, "steps": self.steps, "halted": self.halted}
-        out.update({f"data.{k}": v for k, v in self.current_data.items()})
-        return out
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy a saved carry into this one's buffers (shapes must match)."""
-        for name in ("z_H", "z_L", "steps", "halted"):
-            getattr(self, name).copy_(state[name])
-        for k, v in self.current_data.items():
-            v.copy_(state[f"data.{k}"])
 
 
 class HRM(nn.Module):
@@ -307,8 +288,7 @@ class HRM(nn.Module):
         data = carry.current_data
         batch = {k: batch[k].to(data[k].dtype) for k in BATCH_KEYS}
         # 1. halted rows restart: z <- init, steps <- 0, data <- the new batch's row
-        with nvtx_range("act_update"):
-            self._reset(carry, batch)
+        self._reset(carry, batch)
         fast = self.fast_paths
         casting = cast_weights_once(self.inner, self.inner.forward_dtype) if fast else contextlib.nullcontext()
         with casting:
@@ -354,17 +334,18 @@ class HRM(nn.Module):
         q_halt, q_cont = q.detach().t().contiguous()
         if cfg.arch == "trm" and not cfg.bootstrap_q:  # TRM's no_ACT_continue: halt when q_halt > 0
             q_cont = torch.zeros_like(q_cont)
-        with nvtx_range("act_update"):
-            ops.act_halt(
-                carry.steps, carry.halted, q_halt, q_cont, explore_draw, min_steps_draw,
-                cfg.halt_max_steps, cfg.halt_exploration_prob, self.training,
-            )  # fmt: skip
+        # ACT halting (HRM paper, adaptive computational time): steps += 1; halted = steps >= halt_max_steps.
+        # In training (max > 1) a row also halts when q_halt > q_continue, but not before min_steps_draw steps
+        # if its explore_draw < halt_exploration_prob. In eval every row runs halt_max_steps segments.
+        ops.act_halt(
+            carry.steps, carry.halted, q_halt, q_cont, explore_draw, min_steps_draw,
+            cfg.halt_max_steps, cfg.halt_exploration_prob, self.training,
+        )  # fmt: skip
 
         # 4. bootstrap target for Q-continue: the next segment's Q values on the new carry, same data
         if explore and cfg.bootstrap_q:
-            with nvtx_range("q_target"), no_grad_region(fast):
-                _, _, _, next_q = self.inner(carry.z_H, carry.z_L, x.detach(), with_logits=False, q_only=fast,
-                                             fast=fast)  # fmt: skip
+            with no_grad_region(fast):
+                _, _, _, next_q = self.inner(carry.z_H, carry.z_L, x.detach(), q_only=True, fast=fast)
                 is_last = carry.steps >= cfg.halt_max_steps
                 target = torch.sigmoid(torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1])))
             # an inference-mode tensor cannot be saved for the BCE backward: one [B] copy makes it a normal one

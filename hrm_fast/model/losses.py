@@ -1,4 +1,4 @@
-"""HRM's losses and metrics (reference/hrm.md §2): stablemax/softmax CE, Q-halt and Q-continue BCE.
+"""HRM's losses and metrics (HRM paper, arXiv:2506.21734): stablemax/softmax CE, Q-halt and Q-continue BCE.
 
 Everything is returned as *sums* over the batch (plus ``count``, the number of rows the metrics
 cover) so that ranks and micro-batches can be added up before dividing; nothing calls ``.item()``.
@@ -103,3 +103,21 @@ def act_loss(
     else:  # same keys in every mode, so metric dicts can be stacked and reduced without branching
         metrics["q_continue_loss"] = torch.zeros_like(metrics["q_halt_loss"])
     return total, metrics
+
+
+LOSS_KEYS = ("lm_loss", "q_halt_loss", "q_continue_loss")
+
+
+def metric_means(sums: dict[str, float], prefix: str, loss_rows: float, steps: float = 1.0) -> dict[str, float]:
+    """``{prefix}/name`` means of :func:`act_loss` metric sums (over ``steps`` steps): the losses per row
+    (``loss_rows``), the other metrics per counted row (``sums["count"]``; NaN when none), ``count`` per step."""
+    count = float(sums.get("count", 0.0))
+    out = {}
+    for k, v in sums.items():
+        if k == "count":
+            out[f"{prefix}/count"] = float(v) / steps
+        elif k in LOSS_KEYS:
+            out[f"{prefix}/{k}"] = float(v) / loss_rows
+        else:
+            out[f"{prefix}/{k}"] = float(v) / count if count > 0 else float("nan")
+    return out

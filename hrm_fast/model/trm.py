@@ -1,4 +1,4 @@
-"""The Tiny Recursive Model's inner recurrence (``model.arch=trm``; reference/hrm.md §7).
+"""The Tiny Recursive Model's inner recurrence (``model.arch=trm``; Jolicoeur-Martineau 2025, arXiv:2510.04871).
 
 TRM (SamsungSAILMontreal/TinyRecursiveModels, arXiv 2510.04871) keeps HRM's embeddings, heads, carry and ACT
 wrapper (:class:`hrm_fast.model.hrm.HRM` runs both) and changes the inner forward:
@@ -21,7 +21,6 @@ from hrm_fast import ops
 from hrm_fast.config import ModelConfig, swiglu_inner
 from hrm_fast.model.hrm import HRMInner, no_grad_region
 from hrm_fast.model.layers import ReasoningModule, SwiGLU
-from hrm_fast.training.profiling import nvtx_range
 
 
 class SequenceMLPBlock(nn.Module):
@@ -64,34 +63,21 @@ class TRMInner(HRMInner):
         self.L_level.grad_checkpoint = config.grad_checkpoint
 
     def forward(
-        self,
-        z_H: torch.Tensor,
-        z_L: torch.Tensor,
-        x: torch.Tensor,
-        with_logits: bool = True,
-        q_only: bool = False,
-        fast: bool = False,
+        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, q_only: bool = False, fast: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One TRM segment: H_cycles - 1 cycles without grad, then the last cycle with grad.
 
-        z_H (y), z_L (z): [B, T, D] carry; x: [B, T, D] input embedding. Returns new z_H, z_L (attached to the
-        last cycle's graph; callers detach), logits [B, seq_len, V] (None unless ``with_logits``) and q [B, 2]
-        fp32. ``q_only`` / ``fast``: as :meth:`HRMInner.forward` (``q_only`` returns z_H of position 0 only).
+        z_H (y), z_L (z): [B, T, D] carry; x: [B, T, D] input embedding. Returns what :meth:`HRMInner.forward` does,
+        with the same ``q_only`` / ``fast``.
         """
         cos, sin = self.cos, self.sin
         n_l = self.config.L_cycles
         with no_grad_region(fast):
             for _ in range(self.config.H_cycles - 1):
                 for _ in range(n_l):
-                    with nvtx_range("inner/L"):
-                        z_L = self.L_level(z_L, z_H + x, cos, sin)
-                with nvtx_range("inner/H"):
-                    z_H = self.L_level(z_H, z_L, cos, sin)
+                    z_L = self.L_level(z_L, z_H + x, cos, sin)  # the latent z from (x, y, z)
+                z_H = self.L_level(z_H, z_L, cos, sin)  # the answer y from (y, z), same network
         for _ in range(n_l):  # the whole last cycle is differentiated
-            with nvtx_range("inner/L"):
-                z_L = self.L_level(z_L, z_H + x, cos, sin)
-        with nvtx_range("inner/H"):
-            z_H = self.L_level(z_H, z_L, cos, sin, rows=1 if q_only else None)
-        logits = self.lm_head(z_H[:, self.prefix_len :]) if with_logits and not q_only else None
-        q = self.q_head(z_H[:, 0]).to(torch.float32)
-        return z_H, z_L, logits, q
+            z_L = self.L_level(z_L, z_H + x, cos, sin)
+        z_H = self.L_level(z_H, z_L, cos, sin, rows=1 if q_only and fast else None)
+        return z_H, z_L, *self.heads(z_H, q_only)

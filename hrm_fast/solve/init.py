@@ -92,6 +92,4 @@ def init_from_checkpoint(trainer: Any, load_weights: bool = True) -> None:
     trainer.optimizers = optimizers_for(trainer.model, cfg.train, cfg.init.freeze)
     trainer.params = [p for p in trainer.model.parameters() if p.requires_grad]
     trainer.num_params = sum(p.numel() for p in trainer.params)
-    if not trainer.params:  # the compiled step program needs network parameters; the loop handles none
-        trainer.use_step_program = False
     trainer._say(message)

@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights (``train.ema``; TRM's EMA, reference/hrm.md §7).
+"""Exponential moving average of the weights (``train.ema``; TRM's EMA, arXiv:2510.04871).
 
 After every optimizer step: w_ema <- decay * w_ema + (1 - decay) * w, for every trainable Parameter
 (the puzzle-embedding table is a buffer and is not averaged, as in TRM). The averages start as a

@@ -1,9 +1,14 @@
-"""Optimizers and the LR schedule (reference/hrm.md §1.6, §3.2, §3.3).
+"""Optimizers and the LR schedule (as the HRM paper's code trains: arXiv:2506.21734).
 
 - :class:`AdamATan2`: Adam without epsilon, theta <- theta (1 - lr wd) - lr/bc1 * atan2(m, sqrt(v / bc2)).
 - :class:`SparseSignSGD`: the puzzle-embedding table; for every row id in the batch (all ranks),
   w <- w (1 - lr wd) - lr sign(sum of that id's gradients). Rows not in the batch are untouched.
+- :class:`AdamW`: ``torch.optim.AdamW`` (amsgrad and maximize off) whose update is :func:`adamw_update`.
 - :func:`build_optimizers`: [SparseSignSGD, AdamATan2 | AdamW] as HRM orders them.
+
+Each update is written once, as a function of tensors (``*_update``), called both by the optimizer's
+``step()`` and by the compiled training step (:class:`hrm_fast.training.step.TrainStep`), which passes the
+learning rate as a 0-d tensor (a CUDA graph cannot take a new Python float each step).
 - :func:`lr_at`: linear warmup, then cosine from base to base * lr_min_ratio.
 Each param group carries ``base_lr``; :func:`set_lr` writes the scheduled ``lr`` into every group.
 """
@@ -11,7 +16,7 @@ Each param group carries ``base_lr``; :func:`set_lr` writes the scheduled ``lr``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -50,6 +55,60 @@ def adam_atan2_update(
         p.sub_(torch.atan2(m, denom.div_(bias2_sqrt)) * (lr / bias1))
 
 
+def adamw_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    lr: float | torch.Tensor,
+    betas: tuple[float, float],
+    weight_decay: float,
+    eps: float,
+) -> None:
+    """One AdamW update of a parameter group, in place (torch.optim.AdamW's formula; ``steps`` shared by the group).
+
+    p <- p (1 - lr wd); m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
+    p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    """
+    beta1, beta2 = betas
+    torch._foreach_add_(steps, 1.0)
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    t = steps[0]
+    step_size = lr / (1 - beta1**t)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)  # the only temporary
+    torch._foreach_div_(denoms, (1 - beta2**t).sqrt())
+    torch._foreach_add_(denoms, eps)
+    torch._foreach_div_(denoms, -step_size)
+    torch._foreach_addcdiv_(params, exp_avgs, denoms)
+
+
+def adam_state(opt: Optimizer, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``opt.state[p]``, created as an Adam-style optimizer's first step would (``step`` fp32 on ``p``'s device)."""
+    st = opt.state[p]
+    if not st:
+        st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    else:
+        st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+    return st
+
+
+def _adam_groups(opt: Optimizer) -> Iterator[tuple[dict, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
+                                                   list[torch.Tensor], list[torch.Tensor]]]:
+    """Per param group: (group, params with a gradient, their grads, steps, exp_avgs, exp_avg_sqs)."""
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        states = [adam_state(opt, p) for p in params]
+        yield (group, params, [p.grad for p in params], [st["step"] for st in states],
+               [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states])
+
+
 class AdamATan2(Optimizer):
     """Adam-atan2 (Everett et al. 2024) with decoupled weight decay, in plain PyTorch (foreach ops).
 
@@ -77,26 +136,46 @@ class AdamATan2(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
-            if not params:
-                continue
-            adam_atan2_update(params, grads, steps, exp_avgs, exp_avg_sqs, group["lr"], group["betas"],
-                              group["weight_decay"])
+        for group, params, grads, steps, m, v in _adam_groups(self):
+            if params:
+                adam_atan2_update(params, grads, steps, m, v, group["lr"], group["betas"], group["weight_decay"])
         return loss
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` (same hyper-parameters and state layout) whose step is :func:`adamw_update`."""
+
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], **kwargs: object) -> None:
+        super().__init__(params, **kwargs)  # type: ignore[arg-type]
+        for group in self.param_groups:
+            if group["amsgrad"] or group["maximize"]:
+                raise ValueError("AdamW: amsgrad and maximize are not supported")
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group, params, grads, steps, m, v in _adam_groups(self):
+            if params:
+                adamw_update(params, grads, steps, m, v, group["lr"], group["betas"], group["weight_decay"],
+                             group["eps"])
+        return loss
+
+
+def sign_sgd_update(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float | torch.Tensor,
+                    weight_decay: float) -> None:
+    """SparseSignSGD's update, in place: ids [N] int, grads [N, ndim] (all ranks' rows).
+
+    Every row gets the sign of the summed gradient of all rows sharing its id (an id-equality matrix keeps shapes
+    static: no ``unique``, no host sync); duplicates write identical rows.
+    """
+    ids = ids.to(torch.int64)
+    same = (ids.unsqueeze(0) == ids.unsqueeze(1)).to(grads.dtype)
+    summed = same @ grads
+    rows = weights[ids] * (1 - lr * weight_decay) - lr * torch.sign(summed)
+    weights.index_put_((ids,), rows)
 
 
 class SparseSignSGD(Optimizer):
@@ -121,6 +200,7 @@ class SparseSignSGD(Optimizer):
 
     @staticmethod
     def _gather(t: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``t`` concatenated along dim 0 (``t`` itself on one rank)."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return t
         parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
@@ -133,16 +213,11 @@ class SparseSignSGD(Optimizer):
         emb.stash_grad()
         if not emb.pending:
             return None
-        ids = self._gather(torch.cat([i for i, _ in emb.pending]).to(torch.int64))
+        ids = self._gather(torch.cat([i for i, _ in emb.pending]))
         grads = self._gather(torch.cat([g for _, g in emb.pending]))
         emb.pending.clear()
-        # every row gets the summed gradient of all rows sharing its id
-        same = (ids.unsqueeze(0) == ids.unsqueeze(1)).to(grads.dtype)
-        summed = same @ grads
         group = self.param_groups[0]
-        lr, wd = group["lr"], group["weight_decay"]
-        rows = emb.weights[ids] * (1 - lr * wd) - lr * torch.sign(summed)
-        emb.weights.index_put_((ids,), rows)  # duplicates write identical rows
+        sign_sgd_update(emb.weights, ids, grads, group["lr"], group["weight_decay"])
         return None
 
 
@@ -161,7 +236,7 @@ def build_optimizers(model: HRM, train_cfg: TrainConfig) -> list[Optimizer]:
     if train_cfg.optimizer == "adam_atan2":
         optimizers.append(AdamATan2(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
     else:
-        optimizers.append(torch.optim.AdamW(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
+        optimizers.append(AdamW(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
     for opt in optimizers:
         for group in opt.param_groups:
             group["base_lr"] = group["lr"]

@@ -1,7 +1,7 @@
 """NVTX ranges for Nsight Systems traces.
 
-``nvtx_range(name)`` marks a region (``data``, ``act_update``, ``inner/L``, ``loss``, ``backward``,
-``optimizer``, ``eval``...). It is a no-op without CUDA (the CPU build of torch raises on
+``nvtx_range(name)`` marks a region (``data``, ``train_step``, ``eval``); :func:`mark_levels` marks the model's
+H and L module calls (``inner/H``, ``inner/L``). It is a no-op without CUDA (the CPU build of torch raises on
 ``torch.cuda.nvtx``) and while ``torch.compile`` traces (NVTX calls would break the graph).
 """
 
@@ -18,6 +18,28 @@ def nvtx_range(name: str) -> contextlib.AbstractContextManager:
     if torch.compiler.is_compiling() or not torch.cuda.is_available():
         return contextlib.nullcontext()
     return torch.cuda.nvtx.range(name)
+
+
+def mark_levels(model: torch.nn.Module) -> None:
+    """NVTX ranges ``inner/H`` and ``inner/L`` around every call of the model's reasoning modules (eager CUDA runs),
+    put on as module hooks so that the model code carries no profiling."""
+    if not torch.cuda.is_available():
+        return
+    for name, module in model.named_modules():
+        label = {"H_level": "inner/H", "L_level": "inner/L"}.get(name.rsplit(".", 1)[-1])
+        if label is None:
+            continue
+
+        def push(_module: torch.nn.Module, _args: object, label: str = label) -> None:
+            if not torch.compiler.is_compiling():
+                torch.cuda.nvtx.range_push(label)
+
+        def pop(_module: torch.nn.Module, _args: object, _out: object) -> None:
+            if not torch.compiler.is_compiling():
+                torch.cuda.nvtx.range_pop()
+
+        module.register_forward_pre_hook(push)
+        module.register_forward_hook(pop)
 
 
 class StepWindowProfiler:

@@ -1,14 +1,11 @@
 """The training run: HRM's persistent-carry ACT loop with resume, logging, evaluation and fault handling.
 
-One optimizer step advances every row of the global batch by one ACT segment (reference/hrm.md
-§1.5, §3.4). The global batch of ``train.global_batch_size`` rows is split over ranks, then over
-``train.grad_accum`` micro-batches; each (rank, micro-batch) slot owns a persistent carry for its
-rows, so accumulation and data parallelism compute what one big batch would. When the model's
-forward accepts ``explore_draw`` / ``min_steps_draw``, the exploration draws of the halting rule
-are made for the whole global batch from one generator seeded identically on every rank and each
-slot takes its rows, so the trajectory does not depend on the layout (ranks x micro-batches);
-otherwise the model draws them from each rank's torch RNG (seeded ``train.seed + rank``), and only
-runs without exploration (or with the same layout) follow the same trajectory.
+One optimizer step (:class:`hrm_fast.training.step.TrainStep`) advances every row of the global batch by one
+ACT segment (deep supervision, HRM paper). The global batch of ``train.global_batch_size`` rows is split over
+ranks, then over ``train.grad_accum`` micro-batches; each (rank, micro-batch) slot owns a persistent carry
+for its rows, so accumulation and data parallelism compute what one big batch would. The exploration draws
+of the halting rule are made for the whole global batch from one generator seeded identically on every rank
+and each slot takes its rows, so the trajectory does not depend on the layout (ranks x micro-batches).
 
 Host syncs: none inside a step. Non-finite values and stop requests are read at check points
 (every step on CPU, where reading is free; every ``log.every`` steps on CUDA; before every save).
@@ -17,9 +14,7 @@ Host syncs: none inside a step. Non-finite values and stop requests are read at 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -35,17 +30,23 @@ from hrm_fast.faults import (
     GracefulStop,
     NonFiniteError,
     NonFiniteTracker,
+    dump_weights,
     fault_point,
     first_line,
+    kill_in_save,
     nan_injection_step,
 )
 from hrm_fast.fs import os_error_line, owner_tag
-from hrm_fast.model.hrm import autocast_dtype
+from hrm_fast.graphs import Snapshot
+from hrm_fast.model.hrm import HRM, autocast_dtype
+from hrm_fast.model.losses import metric_means
 from hrm_fast.training import run_dir as R
 from hrm_fast.training import train_state as TS
 from hrm_fast.training.ema import EMA, maybe_applied
-from hrm_fast.training.profiling import StepWindowProfiler, nvtx_range
+from hrm_fast.training.optim import build_optimizers, set_lr
+from hrm_fast.training.profiling import StepWindowProfiler, mark_levels, nvtx_range
 from hrm_fast.training.runlog import NullLogger, RunLogger, read_metrics
+from hrm_fast.training.step import TrainStep
 
 STATE_VERSION = 1
 
@@ -165,27 +166,16 @@ class Trainer:
         self.total_steps = total_steps_for(self.cfg, self.meta.total_groups, self.meta.mean_puzzle_examples)
 
     def _build_model(self) -> None:
-        from hrm_fast.model.hrm import HRM
-        from hrm_fast.model.losses import act_loss
-        from hrm_fast.training.optim import build_optimizers
-
         self.model = HRM(self.cfg.model, vocab_size=self.meta.vocab_size, seq_len=self.meta.seq_len,
                          num_puzzle_identifiers=self.meta.num_puzzle_identifiers).to(self.device)
         D.broadcast_module(self.model, self.dist)
+        mark_levels(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizers = build_optimizers(self.model, self.cfg.train)
         self.ema = EMA(self.model, self.cfg.train.ema_decay) if self.cfg.train.ema else None
-        self._act_loss = act_loss
         self.carries = [self.model.initial_carry(self.micro_batch, self.device)
                         for _ in range(self.cfg.train.grad_accum)]
-        # Layout-independent exploration needs the model to take the draws; otherwise it draws from torch's RNG.
-        self.model_takes_draws = "explore_draw" in inspect.signature(self.model.forward).parameters
-        self.segment = torch.compile(self._segment, dynamic=False) if self.compile else self._segment
-        # compile=true on one rank: the whole step (ACT update, forward, loss, backward, optimizers) is one compiled
-        # program, captured in a CUDA graph on CUDA (training/step.py). Built at the first step, i.e. after a resume
-        # has loaded the optimizer state it works on. Multi-rank runs keep the loop below with a compiled segment.
-        self.use_step_program = self.compile and self.dist.world_size == 1 and self.model_takes_draws
-        self.step_program = None
+        self.step_fn: TrainStep | None = None  # built at the first step, i.e. after a resume loaded the optimizers
         self.eval_runner = None
         self.num_params = sum(p.numel() for p in self.params)
 
@@ -198,14 +188,7 @@ class Trainer:
                          wandb_mode=self.cfg.log.wandb)
 
     # ------------------------------------------------------------------ one step
-    def _segment(self, carry: Any, batch: dict[str, torch.Tensor], draws: dict[str, torch.Tensor]
-                 ) -> tuple[Any, torch.Tensor, dict[str, torch.Tensor]]:
-        """One ACT segment of one micro-batch slot: model forward + loss (the compiled region)."""
-        carry, outputs = self.model(carry, batch, **draws) if draws else self.model(carry, batch)
-        loss_sum, metrics = self._act_loss(carry, outputs, self.cfg.model.loss_type)
-        return carry, loss_sum, metrics
-
-    def _global_draws(self) -> torch.Tensor:
+    def _global_draws(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Exploration draws for the whole global batch: (explore [G] fp32, min_steps [G] int32)."""
         g = self.cfg.train.global_batch_size
         explore = torch.rand(g, generator=self.explore_gen)
@@ -217,123 +200,70 @@ class Trainer:
         start = (self.dist.rank * self.cfg.train.grad_accum + micro) * self.micro_batch
         return slice(start, start + self.micro_batch)
 
-    def _set_lr(self) -> None:
-        from hrm_fast.training.optim import set_lr
-
-        # HRM counts the step before scheduling: the first step runs at lr(1), not lr(0) = 0 in warmup
-        self.current_lr = set_lr(self.optimizers, self.step + 1, self.total_steps, self.cfg.train)
+    def _make_step(self, compile: bool) -> TrainStep:
+        tc = self.cfg.train
+        compile = compile and bool(self.params)  # nothing to compile when only the puzzle table trains (init.freeze)
+        return TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
+                         global_batch_size=tc.global_batch_size, grad_clip=tc.grad_clip, compile=compile,
+                         cuda_graph=self.cfg.cuda_graph if compile and self.device.type == "cuda" and not
+                         self.dist.enabled else False,
+                         ema=self.ema, dist=self.dist if self.dist.enabled else None)
 
     def train_step(self, batch_iter: Iterator[dict[str, torch.Tensor]]) -> None:
-        """One optimizer step: every slot's carry advances one segment; no host sync."""
+        """One optimizer step (:class:`TrainStep`): every slot's carry advances one segment; no host sync."""
         with nvtx_range("data"):
             rank_batch = next(batch_iter)
         explore, min_steps = self._global_draws()
         fault_point(f"step{self.step + 1}")
         inject = nan_injection_step()
-        if self.use_step_program:
-            if self.step_program is not None:
-                return self._program_step(rank_batch, explore, min_steps, inject)
-            if self._first_program_step(rank_batch, explore, min_steps, inject):
-                return None
-        return self._loop_step(rank_batch, explore, min_steps, inject)
+        # the rank's rows of the global draws: the trajectory does not depend on the rank x micro-batch layout
+        mine = slice(self._slot_rows(0).start, self._slot_rows(self.cfg.train.grad_accum - 1).stop)
+        args = (rank_batch, explore[mine], min_steps[mine], inject)
+        if self.step_fn is None:
+            self.step_fn = self._make_step(self.compile)
+            if self.compile:
+                self._first_compiled_step(*args)
+                return
+        self._run_step(*args)
 
-    def _first_program_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor,
-                            min_steps: torch.Tensor, inject: int | None) -> bool:
-        """Build the compiled step program and run its first step (compilation, CUDA-graph capture).
-
-        If that fails, the step's effects are undone (weights, optimizer state, carries, RNG), the failure is
-        reported, and the run continues on the per-segment loop, which computes the same step (False returned).
-        """
-        from hrm_fast.training.step import TrainStep
-
-        tc = self.cfg.train
-        program = TrainStep(self.model, self.optimizers, self.carries, loss_type=self.cfg.model.loss_type,
-                            global_batch_size=tc.global_batch_size, grad_clip=tc.grad_clip, compile=True,
-                            cuda_graph=self.cfg.cuda_graph if self.device.type == "cuda" else False, ema=self.ema)
-        with torch.no_grad():
-            saved = [t.clone() for t in program.state_tensors()]
-        rng, step = TS.rng_state(self.device), self.step
-        self.step_program = program
+    def _first_compiled_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor,
+                             min_steps: torch.Tensor, inject: int | None) -> None:
+        """The compiled step's first call (compilation, CUDA-graph capture). If that fails, its effects are undone
+        (weights, optimizer state, carries, RNG), the failure is reported, and the run continues with the eager
+        step, which computes the same step."""
+        assert self.step_fn is not None
+        snapshot, step = Snapshot(self.step_fn.state_tensors(), self.device), self.step
         try:
-            self._program_step(rank_batch, explore, min_steps, inject)
-            if os.environ.get("HRM_FAST_TEST_FAIL_FIRST_PROGRAM_STEP") == "1":
-                raise RuntimeError("test hook HRM_FAST_TEST_FAIL_FIRST_PROGRAM_STEP")
-            return True
-        except Exception as err:  # noqa: BLE001 -- any failure of the compiled path falls back to the loop
-            with torch.no_grad():
-                for t, s in zip(program.state_tensors(), saved):
-                    t.copy_(s)
-            del saved
-            TS.set_rng_state(rng, self.device)
-            self.step_program, self.use_step_program, self.step = None, False, step
+            self._run_step(rank_batch, explore, min_steps, inject)
+            fault_point("first_compiled_step")
+            return
+        except Exception as err:  # noqa: BLE001 -- any failure of the compiled path falls back to eager
+            snapshot.restore()
+            self.step = step
             self.tracker = NonFiniteTracker(self.device, step)
             self._reset_accumulators()
             self._say(f"warning: the compiled training step failed at its first call ({first_line(err)}). Its "
-                      "effects were undone; this run continues with the per-segment loop, which computes the same "
-                      "step more slowly. Choose a path with cuda_graph=false or compile=false, and please report "
-                      "the error.")
-            return False
+                      "effects were undone; this run continues with the eager step, which computes the same step "
+                      "more slowly. Choose a path with cuda_graph=false or compile=false, and please report the error.")
+        self.step_fn = self._make_step(compile=False)
+        self._run_step(rank_batch, explore, min_steps, inject)
 
-    def _program_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor, min_steps: torch.Tensor,
-                      inject: int | None) -> None:
-        """:meth:`train_step` as one compiled (CUDA-graph) program; same results as the loop."""
-        self._set_lr()  # read by the program from the param groups
+    def _run_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor, min_steps: torch.Tensor,
+                  inject: int | None) -> None:
+        assert self.step_fn is not None
+        # HRM counts the step before scheduling: the first step runs at lr(1), not lr(0) = 0 in warmup
+        self.current_lr = set_lr(self.optimizers, self.step + 1, self.total_steps, self.cfg.train)
         # the model already runs in model.forward_dtype; autocast's weight-cast cache must be off under CUDA graphs
         amp = (torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False) if self.amp_dtype
                else contextlib.nullcontext())
         with nvtx_range("train_step"), amp:
-            out = self.step_program(rank_batch, explore, min_steps,
-                                    loss_mult=float("nan") if inject is not None and self.step + 1 == inject else 1.0)
+            out = self.step_fn(rank_batch, explore, min_steps,
+                               loss_mult=float("nan") if inject is not None and self.step + 1 == inject else 1.0)
         self.tracker.update(out.loss_sum, out.grad_norm)
         self._accumulate(out.metrics)
         self.acc["grad_norm"] += out.grad_norm.detach().float()
         self.acc["steps_logged"] += 1
         self.step += 1
-
-    def _loop_step(self, rank_batch: dict[str, torch.Tensor], explore: torch.Tensor, min_steps: torch.Tensor,
-                   inject: int | None) -> None:
-        """The step as a loop over micro-batch slots (compiled segment when ``compile``), then all-reduce and
-        the optimizers: the multi-rank path, and the fallback of the step program."""
-        tc = self.cfg.train
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss_total = torch.zeros((), device=self.device, dtype=torch.float32)
-        for micro in range(tc.grad_accum):
-            rows = self._slot_rows(micro)
-            local = slice(micro * self.micro_batch, (micro + 1) * self.micro_batch)
-            batch = {k: v[local].to(self.device, non_blocking=True) for k, v in rank_batch.items()}
-            draws = {"explore_draw": explore[rows].to(self.device, non_blocking=True),
-                     "min_steps_draw": min_steps[rows].to(self.device, non_blocking=True)
-                     } if self.model_takes_draws else {}
-            with self._autocast():
-                self.carries[micro], loss_sum, metrics = self.segment(self.carries[micro], batch, draws)
-            if inject is not None and self.step + 1 == inject:
-                loss_sum = loss_sum * float("nan")
-            with nvtx_range("backward"):
-                (loss_sum / tc.global_batch_size).backward()
-            loss_total = loss_total + loss_sum.detach().float()
-            self._accumulate(metrics)
-        with nvtx_range("optimizer"):
-            D.all_reduce_grads(self.params, self.dist)
-            if tc.grad_clip is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
-            else:
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None],
-                                                          foreach=True)
-            self.tracker.update(loss_total, grad_norm)
-            self._set_lr()
-            for opt in self.optimizers:
-                opt.step()
-            if self.ema is not None:
-                self.ema.update()
-        self.acc["grad_norm"] += grad_norm.detach().float()
-        self.acc["steps_logged"] += 1
-        self.step += 1
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ metrics
     def _reset_accumulators(self) -> None:
@@ -352,15 +282,7 @@ class Trainer:
         sums = D.all_reduce_sum(self.acc, self.dist)
         n_steps = max(float(sums.pop("steps_logged")) / self.dist.world_size, 1.0)
         grad_norm = float(sums.pop("grad_norm")) / self.dist.world_size / n_steps
-        count = float(sums.get("count", 0.0))
-        out = {}
-        for k, v in sums.items():
-            if k == "count":
-                out["train/count"] = float(v) / n_steps
-            elif "loss" in k:
-                out[f"train/{k}"] = float(v) / (self.cfg.train.global_batch_size * n_steps)
-            else:
-                out[f"train/{k}"] = float(v) / count if count > 0 else float("nan")
+        out = metric_means(sums, "train", loss_rows=self.cfg.train.global_batch_size * n_steps, steps=n_steps)
         out["train/grad_norm"] = grad_norm
         out["train/lr"] = self.current_lr
         self._reset_accumulators()
@@ -421,7 +343,7 @@ class Trainer:
 
         state = self._state()
         if self.dist.is_main:
-            with _test_kill_hook():
+            with kill_in_save():
                 save_checkpoint(self.run_dir / name, self.model, self.cfg, state,
                                 ema=self.ema.state_dict() if self.ema is not None else None)
         if name == "last":
@@ -577,48 +499,8 @@ class Trainer:
             except OSError as err:
                 print(f"warning: closing the run's log: {os_error_line(err)}", file=sys.stderr, flush=True)
         self._say(f"done: {self.step} steps; checkpoints in {self.run_dir}")
-        _test_dump_weights(self.model, self.dist)
+        dump_weights(self.model, self.dist.rank)
         return 0
-
-
-@contextlib.contextmanager
-def _test_kill_hook() -> Iterator[None]:
-    """Test hook: ``HRM_FAST_TEST_KILL_IN_SAVE=N[:K]`` SIGKILLs this process in the N-th checkpoint save, at its K-th
-    (default first) ``os.rename``/``os.replace``: after the temporary files are written, while they are put in place."""
-    spec = os.environ.get("HRM_FAST_TEST_KILL_IN_SAVE")
-    _test_kill_hook.calls = getattr(_test_kill_hook, "calls", 0) + 1
-    target, _, nth = (spec or "").partition(":")
-    if not target or int(target) != _test_kill_hook.calls:
-        yield
-        return
-    originals = (os.replace, os.rename)
-    remaining = [int(nth or 1)]
-
-    def wrap(fn: Any) -> Any:
-        def maybe_die(*args: Any, **kwargs: Any) -> Any:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return fn(*args, **kwargs)
-        return maybe_die
-
-    os.replace, os.rename = wrap(os.replace), wrap(os.rename)
-    try:
-        yield
-    finally:
-        os.replace, os.rename = originals
-
-
-def _test_dump_weights(model: torch.nn.Module, dist: D.DistInfo) -> None:
-    """Test hook: ``HRM_FAST_TEST_DUMP_WEIGHTS=DIR`` writes every rank's final weights to DIR/rank<r>.safetensors."""
-    folder = os.environ.get("HRM_FAST_TEST_DUMP_WEIGHTS")
-    if not folder:
-        return
-    from safetensors.torch import save_file
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(Path(folder) / f"rank{dist.rank}.safetensors"))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
