@@ -3,20 +3,20 @@
 - :class:`AdamATan2`: Adam without epsilon, theta <- theta (1 - lr wd) - lr/bc1 * atan2(m, sqrt(v / bc2)).
 - :class:`SparseSignSGD`: the puzzle-embedding table; for every row id in the batch (all ranks),
   w <- w (1 - lr wd) - lr sign(sum of that id's gradients). Rows not in the batch are untouched.
-- :class:`AdamW`: ``torch.optim.AdamW`` (amsgrad and maximize off) whose update is :func:`adamw_update`.
+- :class:`AdamW`: ``torch.optim.AdamW`` (amsgrad and maximize off) whose update is :func:`adam_update`.
 - :func:`build_optimizers`: [SparseSignSGD, AdamATan2 | AdamW] as HRM orders them.
 
-Each update is written once, as a function of tensors (``*_update``), called both by the optimizer's
-``step()`` and by the compiled training step (:class:`hrm_fast.training.step.TrainStep`), which passes the
-learning rate as a 0-d tensor (a CUDA graph cannot take a new Python float each step).
-- :func:`lr_at`: linear warmup, then cosine from base to base * lr_min_ratio.
-Each param group carries ``base_lr``; :func:`set_lr` writes the scheduled ``lr`` into every group.
+Each update is written once, as a function of tensors (:func:`adam_update`, :func:`sign_sgd_update`),
+called both by the optimizers' ``step()`` and by the compiled training step
+(:class:`hrm_fast.training.step.TrainStep`), which passes the learning rate as a 0-d tensor (a CUDA graph
+cannot take a new Python float each step).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,7 +26,7 @@ from hrm_fast.config import TrainConfig
 from hrm_fast.model.hrm import HRM, PuzzleEmbedding
 
 
-def adam_atan2_update(
+def adam_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     steps: list[torch.Tensor],
@@ -35,11 +35,15 @@ def adam_atan2_update(
     lr: float | torch.Tensor,
     betas: tuple[float, float],
     weight_decay: float,
+    eps: float | None = None,
 ) -> None:
-    """One AdamATan2 update of a parameter group, in place (the formula in :class:`AdamATan2`).
+    """One update of an Adam parameter group, in place: :class:`AdamATan2` when ``eps`` is None, else AdamW.
 
-    ``lr`` may be a 0-d tensor (the compiled step keeps it in a static buffer). ``steps`` are fp32
-    0-d tensors, one per parameter, incremented here.
+    Both: t <- t + 1; p <- p (1 - lr wd); m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2. Then
+    AdamATan2: p <- p - lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)) (per parameter);
+    AdamW: p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) (torch.optim.AdamW's formula, t of the
+    group's first parameter). ``lr`` may be a 0-d tensor (the compiled step keeps it in a static buffer);
+    ``steps`` are fp32 0-d tensors, one per parameter.
     """
     beta1, beta2 = betas
     torch._foreach_add_(steps, 1.0)
@@ -48,39 +52,15 @@ def adam_atan2_update(
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    denoms = torch._foreach_sqrt(exp_avg_sqs)
-    for p, m, denom, t in zip(params, exp_avgs, denoms, steps):
-        bias1 = 1 - beta1**t
-        bias2_sqrt = (1 - beta2**t).sqrt()
-        p.sub_(torch.atan2(m, denom.div_(bias2_sqrt)) * (lr / bias1))
-
-
-def adamw_update(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    steps: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    lr: float | torch.Tensor,
-    betas: tuple[float, float],
-    weight_decay: float,
-    eps: float,
-) -> None:
-    """One AdamW update of a parameter group, in place (torch.optim.AdamW's formula; ``steps`` shared by the group).
-
-    p <- p (1 - lr wd); m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
-    p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-    """
-    beta1, beta2 = betas
-    torch._foreach_add_(steps, 1.0)
-    if weight_decay != 0:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)  # the only temporary
+    if eps is None:
+        for p, m, denom, t in zip(params, exp_avgs, denoms, steps):
+            bias1 = 1 - beta1**t
+            bias2_sqrt = (1 - beta2**t).sqrt()
+            p.sub_(torch.atan2(m, denom.div_(bias2_sqrt)) * (lr / bias1))
+        return
     t = steps[0]
     step_size = lr / (1 - beta1**t)
-    denoms = torch._foreach_sqrt(exp_avg_sqs)  # the only temporary
     torch._foreach_div_(denoms, (1 - beta2**t).sqrt())
     torch._foreach_add_(denoms, eps)
     torch._foreach_div_(denoms, -step_size)
@@ -99,21 +79,27 @@ def adam_state(opt: Optimizer, p: torch.Tensor) -> dict[str, torch.Tensor]:
     return st
 
 
-def _adam_groups(opt: Optimizer) -> Iterator[tuple[dict, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
-                                                   list[torch.Tensor], list[torch.Tensor]]]:
-    """Per param group: (group, params with a gradient, their grads, steps, exp_avgs, exp_avg_sqs)."""
+@torch.no_grad()
+def _adam_step(opt: Optimizer, closure: Callable[[], Any] | None, atan2: bool) -> Any:
+    """``step()`` of :class:`AdamATan2` / :class:`AdamW`: :func:`adam_update` on the params that have a gradient."""
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
     for group in opt.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            continue
         states = [adam_state(opt, p) for p in params]
-        yield (group, params, [p.grad for p in params], [st["step"] for st in states],
-               [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states])
+        adam_update(params, [p.grad for p in params], [st["step"] for st in states], [st["exp_avg"] for st in states],
+                    [st["exp_avg_sq"] for st in states], group["lr"], group["betas"], group["weight_decay"],
+                    None if atan2 else group["eps"])
+    return loss
 
 
 class AdamATan2(Optimizer):
-    """Adam-atan2 (Everett et al. 2024) with decoupled weight decay, in plain PyTorch (foreach ops).
+    """Adam-atan2 (Everett et al. 2024): Adam without epsilon, with decoupled weight decay (:func:`adam_update`).
 
-    Per parameter, with t the step count: m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
-    p <- p (1 - lr wd); p <- p - lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)).
     ``lr`` may be a float or a 0-d tensor (for CUDA graphs).
     """
 
@@ -130,38 +116,21 @@ class AdamATan2(Optimizer):
             raise ValueError(f"AdamATan2: weight_decay must be >= 0, got {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 (Optimizer's signature)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group, params, grads, steps, m, v in _adam_groups(self):
-            if params:
-                adam_atan2_update(params, grads, steps, m, v, group["lr"], group["betas"], group["weight_decay"])
-        return loss
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        return _adam_step(self, closure, atan2=True)
 
 
 class AdamW(torch.optim.AdamW):
-    """``torch.optim.AdamW`` (same hyper-parameters and state layout) whose step is :func:`adamw_update`."""
+    """``torch.optim.AdamW`` (same hyper-parameters and state layout) whose step is :func:`adam_update`."""
 
-    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], **kwargs: object) -> None:
-        super().__init__(params, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
         for group in self.param_groups:
             if group["amsgrad"] or group["maximize"]:
                 raise ValueError("AdamW: amsgrad and maximize are not supported")
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group, params, grads, steps, m, v in _adam_groups(self):
-            if params:
-                adamw_update(params, grads, steps, m, v, group["lr"], group["betas"], group["weight_decay"],
-                             group["eps"])
-        return loss
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        return _adam_step(self, closure, atan2=False)
 
 
 def sign_sgd_update(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float | torch.Tensor,

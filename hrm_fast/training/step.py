@@ -42,9 +42,8 @@ from hrm_fast.training.optim import (
     AdamATan2,
     AdamW,
     SparseSignSGD,
-    adam_atan2_update,
     adam_state,
-    adamw_update,
+    adam_update,
     sign_sgd_update,
 )
 
@@ -149,9 +148,8 @@ class TrainStep:
                     params = [p for p in group["params"] if id(p) in index]
                     states = [adam_state(opt, p) for p in params]
                     hyper = (tuple(float(b) for b in group["betas"]), float(group["weight_decay"]),
-                             float(group.get("eps", 0.0)))
-                    kind = "atan2" if isinstance(opt, AdamATan2) else "adamw"
-                    plan.append((kind, k, [index[id(p)] for p in params], params, [st["step"] for st in states],
+                             None if isinstance(opt, AdamATan2) else float(group["eps"]))
+                    plan.append(("adam", k, [index[id(p)] for p in params], params, [st["step"] for st in states],
                                  [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states], hyper))
                 else:
                     raise ValueError(f"TrainStep: unsupported optimizer {type(opt).__name__} (hrm_fast.training.optim "
@@ -219,11 +217,7 @@ class TrainStep:
             _, _, idx, params, steps, m, v, (betas, wd, eps) = entry
             if not params:
                 continue
-            group_grads = [grads[i] for i in idx]
-            if kind == "atan2":
-                adam_atan2_update(params, group_grads, steps, m, v, lr, betas, wd)
-            else:
-                adamw_update(params, group_grads, steps, m, v, lr, betas, wd, eps)
+            adam_update(params, [grads[i] for i in idx], steps, m, v, lr, betas, wd, eps)
 
     # ------------------------------------------------------------------ calling
     def _load_inputs(self, batch: dict[str, torch.Tensor], explore: torch.Tensor | None,
