@@ -41,7 +41,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """The HRM architecture (reference/hrm.md §1), TRM's (``arch: trm``, §7) and hrm_fast's options."""
+    """The HRM architecture (docs/hrm.md §1), TRM's (``arch: trm``, §6) and hrm_fast's options."""
 
     arch: Literal["hrm", "trm"] = Field(
         "hrm", description="hrm: H and L modules, 1-step gradient; trm: one L_layers network for both updates, "
