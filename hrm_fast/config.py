@@ -104,7 +104,7 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     path: str = "data/arc-aug-1000"
-    sources: list[str] = Field(default_factory=lambda: ["arc-agi-1", "conceptarc"])
+    sources: list[str] = Field(default_factory=lambda: ["arc-agi-1"])
     eval_sources: list[str] = Field(default_factory=lambda: ["arc-agi-1"])
     num_aug: int = Field(1000, ge=0)
     max_grid_size: int = Field(30, ge=1, le=30)
