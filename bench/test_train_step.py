@@ -8,7 +8,7 @@ Groups ``train_step <preset> <device>``; ``impl``:
 - ``fast-compiled``: the same step as one ``torch.compile(fullgraph=True)`` program (and a CUDA graph on CUDA);
 - ``fast-noboot`` / ``fast-noboot-compiled``: as above with ``model.bootstrap_q=false`` (TRM-style, other semantics).
 
-CPU shapes are cut down (reference/hrm.md §9: a full seed-4090 segment is ~2.5 TFLOP per row): seed-4090
+CPU shapes are cut down (docs/hrm.md §7: a full seed-4090 segment is ~2.5 TFLOP per row): seed-4090
 keeps its layer shapes (hidden 512, 16 heads, H6/L4 blocks, S=901) with H_cycles 1, L_cycles 2,
 halt_max_steps 2, batch 1; cpu-tiny runs as configured with batch 16; both in fp32. On CUDA: the presets'
 cycles and dtype, batch 8 (seed-4090) / 64 (cpu-tiny). ``flops`` = model FLOPs per call from hrm_fast.flops.

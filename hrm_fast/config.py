@@ -41,7 +41,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """The HRM architecture (reference/hrm.md §1), TRM's (``arch: trm``, §7) and hrm_fast's options."""
+    """The HRM architecture (docs/hrm.md §1), TRM's (``arch: trm``, §6) and hrm_fast's options."""
 
     arch: Literal["hrm", "trm"] = Field(
         "hrm", description="hrm: H and L modules, 1-step gradient; trm: one L_layers network for both updates, "
@@ -104,7 +104,7 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     path: str = "data/arc-aug-1000"
-    sources: list[str] = Field(default_factory=lambda: ["arc-agi-1", "conceptarc"])
+    sources: list[str] = Field(default_factory=lambda: ["arc-agi-1"])
     eval_sources: list[str] = Field(default_factory=lambda: ["arc-agi-1"])
     num_aug: int = Field(1000, ge=0)
     max_grid_size: int = Field(30, ge=1, le=30)

@@ -130,15 +130,6 @@ def all_reduce_max(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
-def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate every rank's ``tensor`` along dim 0 (same shape on every rank)."""
-    if not info.enabled:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
-
-
 def gather_objects(obj: Any, info: DistInfo) -> list[Any] | None:
     """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere). Objects are pickled: CPU tensors only."""
     if not info.enabled:

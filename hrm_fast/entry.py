@@ -1,13 +1,38 @@
-"""Command-line entry of ``python -m train.run``: preset choice, config errors, process group life cycle."""
+"""Command-line entry of ``python -m train.run``: preset choice, config errors, process group life cycle;
+:func:`exit_2_on` for the other commands' ``main``."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import ParamSpec
 
 import torch
 
 from hrm_fast import distributed as D
+
+P = ParamSpec("P")
+
+
+def exit_2_on(*errors: type[Exception]) -> Callable[[Callable[P, int]], Callable[P, int]]:
+    """Decorate a command's ``main``: an exception of ``errors`` prints ``error: <message>`` on stderr and gives
+    exit code 2 (bad input); any other exception propagates."""
+
+    def decorate(main: Callable[P, int]) -> Callable[P, int]:
+        @functools.wraps(main)
+        def wrapped(*args: P.args, **kwargs: P.kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except errors as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+
+        return wrapped
+
+    return decorate
+
 
 USAGE = "usage: python -m train.run [preset=NAME] [section.key=value ...]   (e.g. train.lr=3e-4 run.resume=auto)"
 

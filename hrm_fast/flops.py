@@ -1,4 +1,4 @@
-"""FLOP model of an HRM or TRM segment (reference/hrm.md §9).
+"""FLOP model of an HRM or TRM segment (docs/hrm.md §7).
 
 Convention: a matmul of [m, k] x [k, n] costs 2mkn FLOPs. One block pass over one sequence of S
 tokens = 2 S (block weights) for the projections + 4 S^2 D for attention scores and values (TRM's

@@ -1,6 +1,6 @@
 """Peak numbers of the GPUs we report against (dense bf16 tensor-core FLOP/s with fp32 accumulate).
 
-Sources: reference/performance.md §0 and §3 (vendor whitepapers). Used to turn measured FLOP/s into
+Sources: NVIDIA's whitepapers and product pages (docs/performance.md, "GPU peaks"). Used to turn measured FLOP/s into
 % of peak ("MFU"); never to claim a speed that was not measured.
 """
 

@@ -2,7 +2,7 @@
 
 Prints the resolved config, the architecture (HRM or TRM), the trainable parameter count, the
 puzzle-embedding table size (from the built dataset when it exists), the FLOPs per training and eval
-segment (reference/hrm.md §9) and the whole run's steps and RTX 4090 hours at 50% MFU.
+segment (docs/hrm.md §7) and the whole run's steps and RTX 4090 hours at 50% MFU.
 The model is built on the ``meta`` device, so this is instant and allocates nothing.
 """
 
@@ -22,7 +22,7 @@ RTX_4090_BF16 = 165e12  # dense bf16 FLOP/s, fp32 accumulate
 VOCAB_SIZE = 12
 
 
-# ARC-AGI-1 training + evaluation + ConceptARC at 1000 augmentations (reference/hrm.md §3.2): task groups and
+# ARC-AGI-1 training + evaluation + ConceptARC at 1000 augmentations (docs/hrm.md §3.2): task groups and
 # examples per augmented puzzle, for step counts before the dataset is built
 ARC1_GROUPS, ARC1_MEAN_EXAMPLES = 960, 4.146
 
@@ -96,7 +96,7 @@ def report(config: Config) -> str:
     step = f.train_segment * config.train.global_batch_size
     lines += [
         "",
-        "# FLOPs (per sequence unless noted; reference/hrm.md §9 conventions)",
+        "# FLOPs (per sequence unless noted; docs/hrm.md §7 conventions)",
         f"block pass (S={f.seq_len}): {format_flops(f.block_pass)}",
         f"inner forward: {f.forward_passes} block passes ({f.grad_passes} with grad); "
         f"bootstrap target-Q: {f.bootstrap_passes}; training total {f.train_equivalents} block-pass equivalents",

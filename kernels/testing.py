@@ -1,4 +1,4 @@
-"""The 2x-reference-error rule for comparing a fast op with its PyTorch reference (DESIGN.md §4).
+"""The 2x-reference-error rule for comparing a fast op with its PyTorch reference.
 
 Inputs are drawn once in the test dtype, then the fast op and the reference run in that dtype and
 the reference runs again in fp64 on the same (exactly up-cast) values. For the output and every

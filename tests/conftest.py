@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 # TEST-ONLY (owner: kernels helper): fix two bf16 bugs of the Triton interpreter (triton 3.8.0) so that
 # interpreter tests of bf16 kernels mean something. Only the interpreter is patched (nothing happens on a
 # GPU run or when the interpreter is off).
-# A) tl.dot (toolchain.md §1, Gotcha A): bf16 tensors are held as raw uint16 bits and create_dot calls
+# A) tl.dot (docs/toolchain.md §1, Gotcha A): bf16 tensors are held as raw uint16 bits and create_dot calls
 #    np.matmul on the bits. Up-casting bf16 operands to fp32 first gives exactly what an fp32-accumulating
 #    bf16 MMA computes (bf16 -> fp32 is exact).
 # B) fp32 -> bf16 casts (x.to(tl.bfloat16)) truncate the mantissa (cast_impl passes no rounding mode to

@@ -16,7 +16,7 @@ def test_presets_exist_and_load():
 
 
 def test_hrm_paper_matches_reference_tables():
-    c = load_config("hrm-paper")  # reference/hrm.md §1.1 and §3.1
+    c = load_config("hrm-paper")  # docs/hrm.md §1.1 and §3.1
     m, t = c.model, c.train
     assert (m.hidden_size, m.num_heads, m.expansion, m.H_layers, m.L_layers) == (512, 8, 4.0, 4, 4)
     assert (m.H_cycles, m.L_cycles, m.halt_max_steps, m.halt_exploration_prob) == (2, 2, 16, 0.1)
@@ -29,7 +29,7 @@ def test_hrm_paper_matches_reference_tables():
 
 
 def test_seed_preset_matches_design():
-    c = load_config("seed-4090")  # DESIGN.md §1
+    c = load_config("seed-4090")  # the seed plan (README, "The single-RTX-4090 workflow")
     m, t = c.model, c.train
     assert (m.hidden_size, m.num_heads, m.H_layers, m.L_layers, m.H_cycles, m.L_cycles) == (512, 16, 6, 4, 4, 8)
     assert (m.halt_max_steps, m.halt_exploration_prob, m.puzzle_emb_ndim, m.forward_dtype) == (12, 0.1, 128, "bfloat16")

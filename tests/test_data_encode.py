@@ -9,7 +9,7 @@ RNG = np.random.default_rng(1)
 
 
 def _crop_by_scan(tokens: np.ndarray, canvas: int) -> np.ndarray:
-    """The crop as described in reference/hrm.md §5: scan rows from the top, shrinking the width."""
+    """The crop as described in docs/hrm.md §4.4: scan rows from the top, shrinking the width."""
     board = tokens.reshape(canvas, canvas)
     best_area, best = 0, (0, 0)
     width = canvas

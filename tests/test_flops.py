@@ -1,4 +1,4 @@
-"""The FLOP model reproduces reference/hrm.md §9 (numbers copied from that table, not from the code)."""
+"""The FLOP model reproduces docs/hrm.md §7 (numbers copied from that table, not from the code)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Losses and metrics against hand-computed values (reference/hrm.md §2)."""
+"""Losses and metrics against hand-computed values (docs/hrm.md §2)."""
 
 from __future__ import annotations
 

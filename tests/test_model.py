@@ -49,7 +49,7 @@ def meta_params(preset: str) -> int:
 
 
 def test_parameter_counts_match_reference():
-    # reference/hrm.md §1.1: one block = 512*1536 + 512*512 + 512*3072 + 1536*512 weights
+    # docs/hrm.md §1.1: one block = 512*1536 + 512*512 + 512*3072 + 1536*512 weights
     block = 512 * 1536 + 512 * 512 + 512 * 3072 + 1536 * 512
     assert block == 3_407_872
     heads = 12 * 512 + 512 * 12 + 512 * 2 + 2

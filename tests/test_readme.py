@@ -1,5 +1,6 @@
 """Keep the README true: every command in its ```bash blocks is run here or by CI.
 
+"README" means ``DOCS``: README.md and docs/performance.md (the measurements moved out of the README).
 ``COVERAGE`` says, for each README command, how it is exercised:
 - ``("ci", fragment)``: ``.ci/run`` runs it (the fragment must appear in .ci/run);
 - ``("test", "tests/file.py::name")``: a named test runs it (with cut-down sizes); the test must exist;
@@ -22,6 +23,7 @@ import pytest
 from torchrun_launch import launch
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "docs/performance.md")
 CONCEPTARC = ROOT.parent / "shared" / "data" / "ConceptARC"
 
 # seed-4090 cut down to run in seconds on a CPU (the preset's own size is checked by test_model/test_flops).
@@ -105,9 +107,14 @@ COVERAGE: dict[str, tuple[str, ...]] = {
 PYTHON_BLOCKS = {"examples/solve_api.py": "tests/test_solve.py::test_readme_python_api_example_runs"}
 
 
+def readme_text() -> str:
+    """The text of every file in ``DOCS``, in that order."""
+    return "\n".join((ROOT / doc).read_text() for doc in DOCS)
+
+
 def readme_commands() -> list[str]:
-    """Commands of the README's ```bash blocks: continuation lines joined, comments dropped."""
-    text = (ROOT / "README.md").read_text()
+    """Commands of the ```bash blocks of ``DOCS``: continuation lines joined, comments dropped."""
+    text = readme_text()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -126,7 +133,7 @@ def test_every_readme_command_is_covered():
 
 
 def test_every_readme_python_block_is_run():
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", readme_text(), flags=re.S)
     for block in blocks:
         owners = [f for f in PYTHON_BLOCKS if block.strip() in (ROOT / f).read_text()]
         assert owners, f"README python block not found in any of {list(PYTHON_BLOCKS)} (add it there):\n{block}"

@@ -69,7 +69,7 @@ def test_trm_paper_has_about_7m_parameters_and_its_flops():
     assert sum(p.numel() for p in model.parameters()) == 2 * block + heads == 6_829_058
     assert not any(n.startswith("inner.H_level") for n, _ in model.named_parameters())
     f = config_flops(cfg)
-    # reference/hrm.md §9: TRM ARC (2 blocks, T=3, n=4, S=916, no bootstrap): 30 passes, 10 with grad, 50 -> 0.40 TFLOP
+    # docs/hrm.md §7: TRM ARC (2 blocks, T=3, n=4, S=916, no bootstrap): 30 passes, 10 with grad, 50 -> 0.40 TFLOP
     assert (f.seq_len, f.forward_passes, f.grad_passes, f.bootstrap_passes, f.train_equivalents) == (916, 30, 10, 0, 50)
     assert round(f.block_pass / 1e9, 2) == 7.96 and round(f.train_segment / 1e12, 2) == 0.40
 

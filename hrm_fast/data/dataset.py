@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hrm_fast.data.sources import DataError
+from hrm_fast.data.writer import SplitSizes
 from hrm_fast.ops.reference import IGNORE_LABEL
 
 Batch = dict[str, torch.Tensor]
@@ -43,13 +44,13 @@ class DatasetMetadata(BaseModel):
     total_puzzles: int | None = None
 
 
-class PuzzleDataset:
+class PuzzleDataset(SplitSizes):
     """One split of a dataset folder, memory-mapped.
 
     Arrays (numpy, read-only): inputs / labels uint8 [N, seq_len]; puzzle_identifiers [P];
     puzzle_indices [P+1] (example offsets of each puzzle); group_indices [G+1] (puzzle offsets of each
     group = one original task and its copies); test_index int32 [N] or None (index of the row's pair
-    in its task's test list; only in our val/test splits).
+    in its task's test list; only in our val/test splits). ``num_examples`` = N (checked on load).
     """
 
     def __init__(self, path: str | Path, split: str) -> None:
@@ -99,18 +100,6 @@ class PuzzleDataset:
     @property
     def canvas(self) -> int:
         return math.isqrt(self.metadata.seq_len)
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.inputs.shape[0])
-
-    @property
-    def num_puzzles(self) -> int:
-        return len(self.puzzle_identifiers)
-
-    @property
-    def num_groups(self) -> int:
-        return len(self.group_indices) - 1
 
     # ----------------------------------------------------------------------------- extras
     @cached_property
@@ -232,11 +221,6 @@ class TrainSampler:
         )
         self._plan_cache = (iteration, plan)
         return plan
-
-    def batches_per_epoch(self) -> float:
-        """Approximate optimizer steps per epoch (HRM's estimate: groups * mean examples / batch)."""
-        ds = self.dataset
-        return ds.num_groups * ds.metadata.mean_puzzle_examples / self.global_batch_size
 
     @property
     def epoch(self) -> float:

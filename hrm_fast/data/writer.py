@@ -10,11 +10,33 @@ from __future__ import annotations
 import io
 import json
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hrm_fast.data.encode import PAD_ID, VOCAB_SIZE
+
+
+class SplitSizes:
+    """Sizes of a split from its index arrays: ``puzzle_identifiers`` [P], ``puzzle_indices`` [P+1] (example
+    offsets of each puzzle), ``group_indices`` [G+1] (puzzle offsets of each group)."""
+
+    puzzle_identifiers: Sequence[int]
+    puzzle_indices: Sequence[int]
+    group_indices: Sequence[int]
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.puzzle_indices[-1])
+
+    @property
+    def num_puzzles(self) -> int:
+        return len(self.puzzle_identifiers)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_indices) - 1
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -49,7 +71,7 @@ class NpyRowWriter:
         self.handle.close()
 
 
-class SplitWriter:
+class SplitWriter(SplitSizes):
     """Writes ``<folder>/all__*.npy`` and ``dataset.json`` for one split (set name ``all``).
 
     add_group(): one original task, as its copies: identifiers [G] int, counts [G] rows per copy
@@ -65,18 +87,6 @@ class SplitWriter:
         self.puzzle_indices = array("q", [0])
         self.group_indices = array("q", [0])
         self.test_index = array("i") if with_test_index else None
-
-    @property
-    def num_examples(self) -> int:
-        return self.puzzle_indices[-1]
-
-    @property
-    def num_puzzles(self) -> int:
-        return len(self.puzzle_identifiers)
-
-    @property
-    def num_groups(self) -> int:
-        return len(self.group_indices) - 1
 
     def add_group(
         self,

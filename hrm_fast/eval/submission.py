@@ -1,5 +1,5 @@
 """Kaggle ``submission.json``: ``{task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}``, one dict per
-test input in order, every task present (ARC Prize rules; reference/arc-ecosystem.md section 1.7)."""
+test input in order, every task present (ARC Prize rules; docs/hrm.md §5)."""
 
 from __future__ import annotations
 

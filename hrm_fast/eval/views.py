@@ -9,7 +9,6 @@ mapped back with the inverse augmentation; test inputs numbered in order of firs
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ import numpy as np
 from hrm_fast.data.augment import Augmentation, parse_augmented_name
 from hrm_fast.data.encode import decode_grid
 from hrm_fast.data.identity import map_by_name
-from hrm_fast.eval.grids import grid_key, to_json_grid
+from hrm_fast.eval.grids import grid_key, read_json, to_json_grid
 
 
 class EvalDataError(ValueError):
@@ -92,14 +91,6 @@ def _load_npy(path: Path, mmap: bool = True) -> np.ndarray:
         raise EvalDataError(f"{path}: cannot read ({e})") from e
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
-        raise EvalDataError(f"{path}: cannot read JSON ({type(e).__name__}: {e})") from None
-
-
 def load_eval_split(data_path: str | Path, split: str = "test") -> EvalSplit:
     """Load ``<data_path>/<split>`` for evaluation (rows memory-mapped)."""
     root = Path(data_path)
@@ -110,7 +101,7 @@ def load_eval_split(data_path: str | Path, split: str = "test") -> EvalSplit:
     labels = _load_npy(folder / "all__labels.npy")
     pid_per_puzzle = _load_npy(folder / "all__puzzle_identifiers.npy", mmap=False)
     puzzle_indices = _load_npy(folder / "all__puzzle_indices.npy", mmap=False)
-    names = _load_json(root / "identifiers.json")
+    names = read_json(root / "identifiers.json", EvalDataError)
     n, seq_len = inputs.shape
     canvas = math.isqrt(seq_len)
     if canvas * canvas != seq_len:
@@ -131,7 +122,7 @@ def load_eval_split(data_path: str | Path, split: str = "test") -> EvalSplit:
 
     tasks_file, index_file = folder / "tasks.json", folder / "all__test_index.npy"
     if tasks_file.exists() and index_file.exists():
-        tasks = _load_json(tasks_file)
+        tasks = read_json(tasks_file, EvalDataError)
         test_index = np.asarray(_load_npy(index_file, mmap=False), dtype=np.int32)
         if test_index.shape != (n,):
             raise EvalDataError(f"{index_file}: shape {test_index.shape}, expected ({n},)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from hrm_fast import ops
 from hrm_fast.checkpoint import CheckpointError
 from hrm_fast.config import ConfigError
+from hrm_fast.entry import exit_2_on
 from hrm_fast.eval.submission import write_json_atomic
 from hrm_fast.eval.views import EvalDataError
 from hrm_fast.export.build import (
@@ -121,14 +122,11 @@ def run(args: argparse.Namespace) -> Path:
     return out
 
 
+@exit_2_on(ExportError, CheckpointError, ConfigError, EvalDataError)
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        with ops.backend(ops.get_backend()):  # loading a model sets the process-wide backend: restore it
-            out = run(args)
-    except (ExportError, CheckpointError, ConfigError, EvalDataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with ops.backend(ops.get_backend()):  # loading a model sets the process-wide backend: restore it
+        out = run(args)
     print(f"export verified: {out}")
     return 0
 

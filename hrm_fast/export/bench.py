@@ -24,6 +24,7 @@ from tqdm import tqdm
 from hrm_fast import ops
 from hrm_fast.checkpoint import CheckpointError
 from hrm_fast.config import ConfigError
+from hrm_fast.entry import exit_2_on
 from hrm_fast.eval.submission import write_json_atomic
 from hrm_fast.export.build import ExportError, model_in_dtype, spec_from_meta
 from hrm_fast.export.verify import Batch, grid_batches, ort_runner, program_inputs, torch_runner
@@ -89,6 +90,7 @@ def bench(folder: Path, checkpoint: str | None, repeats: int) -> list[dict[str, 
     return rows
 
 
+@exit_2_on(ExportError, CheckpointError, ConfigError)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hrm_fast.export.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="an export folder (model.json + model.onnx or model.pt2)")
@@ -98,12 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         print(f"error: --repeats {args.repeats}: must be >= 1", file=sys.stderr)
         return 2
-    try:
-        with ops.backend(ops.get_backend()):
-            rows = bench(Path(args.folder), args.checkpoint, args.repeats)
-    except (ExportError, CheckpointError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with ops.backend(ops.get_backend()):
+        rows = bench(Path(args.folder), args.checkpoint, args.repeats)
     print(f"{'engine':<22} {'threads':>7} {'batch':>5} {'segments':>8} {'latency ms':>11} {'CPU ms':>9} {'grids/s':>9}")
     for r in rows:
         print(f"{r['engine']:<22} {r['threads']:>7} {r['batch']:>5} {r['segments']:>8} {r['latency_ms']:>11.1f} "

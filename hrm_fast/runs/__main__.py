@@ -16,10 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hrm_fast.entry import exit_2_on
 from hrm_fast.runs.catalog import find_runs, format_table, summarize
 from hrm_fast.runs.curves import RunError, write_curves
 
 
+@exit_2_on(RunError)
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hrm_fast.runs", description="Training runs at a glance.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -39,12 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(format_table([summarize(r) for r in runs]))
         return 0
-    try:
-        out = write_curves(args.runs, args.out)
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
+    print(f"wrote {write_curves(args.runs, args.out)}")
     return 0
 
 
