@@ -479,7 +479,7 @@ def _step_protocol(rec: Record, preset: str, rows: int, impls: list[str], steps:
 
     cfg = _config(preset, rec)
     if rec.dry:
-        rec.note("dry: no torch.compile (minutes on a 2-core CPU; tests/test_speed_step.py covers it)")
+        rec.note("dry: no torch.compile (minutes on a 2-core CPU; tests/test_training_step.py covers it)")
     rtol = 1e-4 if cfg.model.forward_dtype == "float32" else 2e-2
     timed = (10 if rows <= 64 else 3) if _cuda() else 1
     base = None
@@ -528,7 +528,7 @@ def _batches() -> list[int]:
     return [64, 128, 256, 512, 768, 1024, 1536, 2048] if _cuda() else [2, 4]
 
 
-# dry: no torch.compile (a CPU compile of even the toy step takes minutes on 2 cores; tests/test_speed_step.py
+# dry: no torch.compile (a CPU compile of even the toy step takes minutes on 2 cores; tests/test_training_step.py
 # covers it); a second eager run checks that the seeded runs, and the comparison code, reproduce
 DRY_IMPLS = ["eager", "eager (repeat)"]
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from test_model import batch, make
+from test_model_hrm import batch, make
 
 from hrm_fast import ops
 

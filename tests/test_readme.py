@@ -34,7 +34,7 @@ SEED_ON_CPU = (
 )
 EVAL_CLI = "tests/test_eval_end_to_end.py::test_cli_untrained_checkpoint"
 SOLVE_TEST = "tests/test_solve.py::test_new_family_member_is_solved_after_fitting_and_not_before"
-# trm-4090 cut down the same way (its own size is checked by tests/test_trm.py).
+# trm-4090 cut down the same way (its own size is checked by tests/test_model_trm.py).
 TRM_ON_CPU = (
     "device=cpu", "data.path=data/small", "model.hidden_size=32", "model.num_heads=2", "model.L_layers=1",
     "model.H_cycles=2", "model.L_cycles=1", "model.halt_max_steps=2", "model.puzzle_emb_ndim=32",
@@ -84,10 +84,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m train.run init.from=runs/<run>/best data.path=data/conceptarc init.freeze=none train.max_steps=2000": (
         "test", "tests/test_init_from.py::test_init_from_maps_rows_by_name_and_starts_a_fresh_run"),
     "python -m hrm_fast.info preset=trm-paper": (
-        "test", "tests/test_trm.py::test_info_prints_trm_parameters_and_flops"),
+        "test", "tests/test_model_trm.py::test_info_prints_trm_parameters_and_flops"),
     "python -m train.run preset=trm-4090": ("run", *TRM_ON_CPU),
     "python -m hrm_fast.checkpoint import-trm step_N --trm-config all_config.yaml --out checkpoints/trm": (
-        "test", "tests/test_trm.py::test_trm_layout_export_reimports_to_identical_outputs"),
+        "test", "tests/test_model_trm.py::test_trm_layout_export_reimports_to_identical_outputs"),
     "python -m bench.test_trm_step --rounds 5": ("run", "--impl", "hrm", "trm", "--rounds", "1"),
     "python -m hrm_fast.export runs/<run>/best --format onnx --out export/onnx": ("test", EXPORT_ONNX),
     "python -m hrm_fast.export runs/<run>/best --format pt2 --puzzles none --out export/pt2": (
