@@ -5,7 +5,7 @@ was complete (a checkpoint, the log up to it) and leaves no hidden leftovers; fi
 Subprocess runs reuse the tiny model, dataset and 12-step reference run of ``test_train_run``; the rest calls
 ``hrm_fast.entry.main`` in this process. The data-build and evaluation kills are in ``test_faults_data_eval.py``.
 Real read-only / full file systems are tmpfs mounts (root only); without root those cases are skipped (a run.dir
-under a regular file, which needs no mount, is ``test_train_units::test_run_dir_under_a_regular_file_...``).
+under a regular file, which needs no mount, is ``test_training_units::test_run_dir_under_a_regular_file_...``).
 """
 
 from __future__ import annotations
