@@ -101,11 +101,11 @@ def extensions():
 
     debug = _flag("HRM_FAST_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-    sources = ["csrc/act_update.cpp"]
+    sources = ["csrc/act.cpp"]
     extra = {"cxx": opt}  # the C++ standard is torch's choice (C++20 from torch 2.14)
     kwargs = {}
     if want_cuda:
-        sources += ["csrc/act_update_cuda.cpp", "csrc/cuda/act_kernels.cu"]
+        sources += ["csrc/act_cuda.cpp", "csrc/cuda/act.cu"]
         extra["nvcc"] = ["-O0", "-G"] if debug else ["-O3"]
         if _flag("HRM_FAST_PTXAS_VERBOSE"):
             extra["nvcc"].append("-Xptxas=-v")

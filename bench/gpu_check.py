@@ -14,7 +14,7 @@ A stage writes what it measured as it goes; one killed at its time box keeps wha
 
 Without CUDA (``--dry``) the Triton kernels run in Triton's interpreter and the models are cut to toy
 size: the numbers mean nothing, the code paths are the GPU run's. Shapes, tolerances and the FLOP
-and peak models come from bench/test_kernels.py, bench/test_train_step.py, kernels/testing.py,
+and peak models come from bench/ops_common.py, bench/test_<op>.py, bench/test_train_step.py, kernels/testing.py,
 hrm_fast/flops.py and hrm_fast/hardware.py.
 """
 
@@ -246,8 +246,9 @@ def stage_act_op(rec: Record) -> None:
     """The C++ extension's ACT ops: CPU kernel vs the reference, and CUDA kernel vs CPU kernel, bitwise."""
     import torch
 
-    from hrm_fast.ops import extension_available, reference
-    from tests.test_act_op import clone_args, make_halt_args, make_reset_args
+    from hrm_fast.ops import extension_available
+    from hrm_fast.ops.act import reference_halt, reference_reset
+    from tests.test_op_act import clone_args, make_halt_args, make_reset_args
 
     if not rec.check("extension built (CPU kernels)", extension_available("cpu")):
         return
@@ -258,7 +259,7 @@ def stage_act_op(rec: Record) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         args = make_reset_args(*shape, dtype)
         ref, cpu = clone_args(args), clone_args(args)
-        reference.act_reset(**ref)
+        reference_reset(**ref)
         torch.ops.hrm_fast.act_reset(**cpu)
         rec.check(f"act_reset {dtype} CPU kernel == reference", all(torch.equal(ref[k], cpu[k]) for k in args))
         if cuda:
@@ -271,7 +272,7 @@ def stage_act_op(rec: Record) -> None:
         h = make_halt_args(rows, 16)
         ref, cpu = clone_args(h), clone_args(h)
         kw = dict(max_steps=16, exploration_prob=0.1, training=training)
-        reference.act_halt(**ref, **kw)
+        reference_halt(**ref, **kw)
         torch.ops.hrm_fast.act_halt(**cpu, **kw)
         rec.check(f"act_halt training={training} CPU kernel == reference",
                   torch.equal(ref["halted"], cpu["halted"]) and torch.equal(ref["steps"], cpu["steps"]))
@@ -286,40 +287,46 @@ def stage_act_op(rec: Record) -> None:
 
 
 # --------------------------------------------------------------------------- stage: kernels
-def _attn_shapes(bk: Any, dry: bool) -> dict[str, tuple[int, int, int, int]]:
-    """bench/test_kernels.py's attention shapes (batch, heads, seq, head dim); dry: one toy shape (the interpreter
-    is slow), with two key tiles and a ragged last one."""
-    return {"toy": (1, 2, 40, 32)} if dry else bk.ATTN_SHAPES
+def _attn_shapes(dry: bool) -> dict[str, tuple[int, int, int, int]]:
+    """bench/test_rope_attention.py's attention shapes (batch, heads, seq, head dim); dry: one toy shape (the
+    interpreter is slow), with two key tiles and a ragged last one."""
+    from bench.test_rope_attention import ATTN_SHAPES
+
+    return {"toy": (1, 2, 40, 32)} if dry else ATTN_SHAPES
 
 
-def _row_shapes(bk: Any, dry: bool) -> dict[str, tuple[int, int]]:
-    """bench/test_kernels.py's (rows, width) shapes for SwiGLU and add+RMSNorm; dry: one toy shape."""
-    return {"toy": (64, 128)} if dry else bk.ROW_SHAPES
+def _row_shapes(dry: bool) -> dict[str, tuple[int, int]]:
+    """bench/ops_common.py's (rows, width) shapes for SwiGLU and add+RMSNorm; dry: one toy shape."""
+    from bench.ops_common import ROW_SHAPES
+
+    return {"toy": (64, 128)} if dry else ROW_SHAPES
 
 
-def _kernel_cases(bk: Any, dtype: Any, dry: bool) -> list[tuple[str, str, Callable, Callable, list, list[bool], Any]]:
+def _kernel_cases(dtype: Any, dry: bool) -> list[tuple[str, str, Callable, Callable, list, list[bool], Any]]:
     """(op, shape label, fast op, reference op, args, grad mask, fp64 truth op or None) for every Triton kernel
     at the bench shapes."""
     import math
 
     import torch
 
-    from hrm_fast.ops import fused, reference
-    from tests.test_kernels_elementwise import _rms_fp64
+    import bench.test_add_rms_norm as rms
+    import bench.test_rope_attention as attn
+    import bench.test_swiglu as swi
+    from bench.ops_common import DEVICE as dev
+    from tests.test_op_add_rms_norm import _rms_fp64
 
-    dev = bk.DEVICE
     cases = []
-    for label, (batch, heads, seq, head_dim) in _attn_shapes(bk, dry).items():
+    for label, (batch, heads, seq, head_dim) in _attn_shapes(dry).items():
         batch = min(batch, 2)  # the fp64 truth at full batch costs time and says nothing more
         qkv = (torch.randn(batch, seq, 3 * heads * head_dim) / math.sqrt(head_dim)).to(dev, dtype)
-        cos, sin = bk._rope_tables(seq, head_dim)
-        cases.append(("rope_attention", f"{label} B{batch}H{heads}S{seq}D{head_dim}", fused.rope_attention,
-                      reference.rope_attention, [qkv, cos, sin, heads], [True, False, False, False], None))  # fmt: skip
-    for label, (rows, width) in _row_shapes(bk, dry).items():
-        inner = bk._swiglu_inner(width)
-        cases.append(("swiglu", f"{label} R{rows}I{inner}", fused.swiglu, reference.swiglu,
+        cos, sin = attn.rope_tables(seq, head_dim)
+        cases.append(("rope_attention", f"{label} B{batch}H{heads}S{seq}D{head_dim}", attn.fused,
+                      attn.reference, [qkv, cos, sin, heads], [True, False, False, False], None))  # fmt: skip
+    for label, (rows, width) in _row_shapes(dry).items():
+        inner = swi.swiglu_inner(width)
+        cases.append(("swiglu", f"{label} R{rows}I{inner}", swi.fused, swi.reference,
                       [torch.randn(rows, 2 * inner).to(dev, dtype)], [True], None))  # fmt: skip
-        cases.append(("add_rms_norm", f"{label} R{rows}D{width}", fused.add_rms_norm, reference.add_rms_norm,
+        cases.append(("add_rms_norm", f"{label} R{rows}D{width}", rms.fused, rms.reference,
                       [torch.randn(rows, width).to(dev, dtype), torch.randn(rows, width).to(dev, dtype), 1e-5],
                       [True, True, False], lambda a, b, eps: _rms_fp64(a + b, eps)))  # fmt: skip
     return cases
@@ -347,13 +354,15 @@ def stage_kernels(rec: Record) -> None:
 
     if rec.dry:
         import tests.conftest  # noqa: F401  (the interpreter's bf16 fixes; the env var is set before kernels load)
-    import bench.test_kernels as bk
-    from hrm_fast.ops import fused, reference
+    import bench.ops_common as bk
+    import bench.test_add_rms_norm as rms
+    import bench.test_rope_attention as attn
+    import bench.test_swiglu as swi
     from kernels.testing import compare
 
     torch.manual_seed(0)
     for dtype in (torch.bfloat16, torch.float32):
-        for op, shape, fast, ref, args, mask, truth in _kernel_cases(bk, dtype, rec.dry):
+        for op, shape, fast, ref, args, mask, truth in _kernel_cases(dtype, rec.dry):
             name = f"{op} {shape} {str(dtype).split('.')[-1]}"
             try:
                 rows = compare(fast, ref, args, grad_mask=mask, truth_op=truth)
@@ -392,30 +401,29 @@ def stage_kernels(rec: Record) -> None:
         rec.result("timings", timings)
 
     for mode in bk.MODES:
-        for label, (batch, heads, seq, head_dim) in _attn_shapes(bk, rec.dry).items():
+        for label, (batch, heads, seq, head_dim) in _attn_shapes(rec.dry).items():
             qkv = (torch.randn(batch, seq, 3 * heads * head_dim, device=bk.DEVICE, dtype=bk.DTYPE)
                    / math.sqrt(head_dim)).requires_grad_(mode == "fwd+bwd")  # fmt: skip
-            cos, sin = bk._rope_tables(seq, head_dim)
-            cost = bk._attention_cost(batch, heads, seq, head_dim, mode)
+            cos, sin = attn.rope_tables(seq, head_dim)
+            cost = attn.attention_cost(batch, heads, seq, head_dim, mode)
             shape = f"{label} B{batch}H{heads}S{seq}D{head_dim}"
-            providers = {"reference": reference.rope_attention, "compiled": bk._compiled(reference.rope_attention),
-                         "triton": fused.rope_attention}  # fmt: skip
+            providers = {"reference": attn.reference, "compiled": bk.compiled(attn.reference), "triton": attn.fused}
             for provider, fn in providers.items():
                 timed("rope_attention", shape, provider, mode, fn, [qkv, cos, sin, heads], cost)
             timed("rope_attention", shape, "sdpa-flash", mode, _sdpa_flash, [qkv, heads], cost)
-        for label, (rows, width) in _row_shapes(bk, rec.dry).items():
-            inner = bk._swiglu_inner(width)
+        for label, (rows, width) in _row_shapes(rec.dry).items():
+            inner = swi.swiglu_inner(width)
             gate_up = torch.randn(rows, 2 * inner, device=bk.DEVICE, dtype=bk.DTYPE, requires_grad=mode == "fwd+bwd")
             x = torch.randn(rows, width, device=bk.DEVICE, dtype=bk.DTYPE, requires_grad=mode == "fwd+bwd")
             delta = torch.randn(rows, width, device=bk.DEVICE, dtype=bk.DTYPE, requires_grad=mode == "fwd+bwd")
-            for provider, fn in {"reference": reference.swiglu, "compiled": bk._compiled(reference.swiglu),
-                                 "triton": fused.swiglu}.items():  # fmt: skip
+            for provider, fn in {"reference": swi.reference, "compiled": bk.compiled(swi.reference),
+                                 "triton": swi.fused}.items():  # fmt: skip
                 timed("swiglu", f"{label} R{rows}I{inner}", provider, mode, fn, [gate_up],
-                      bk._swiglu_cost(rows, inner, mode))
-            for provider, fn in {"reference": reference.add_rms_norm, "compiled": bk._compiled(reference.add_rms_norm),
-                                 "triton": fused.add_rms_norm}.items():  # fmt: skip
+                      swi.swiglu_cost(rows, inner, mode))
+            for provider, fn in {"reference": rms.reference, "compiled": bk.compiled(rms.reference),
+                                 "triton": rms.fused}.items():  # fmt: skip
                 timed("add_rms_norm", f"{label} R{rows}D{width}", provider, mode, lambda a, b, f=fn: f(a, b, 1e-5),
-                      [x, delta], bk._rms_cost(rows, width, mode))
+                      [x, delta], rms.add_rms_norm_cost(rows, width, mode))
     broken = [f"{t['op']} {t['provider']} {t['mode']}" for t in timings if "error" in t and t["provider"] == "triton"]
     rec.check("every Triton kernel ran in the timing runs", not broken, broken=broken)
     if rec.dry:

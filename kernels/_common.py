@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,3 +64,23 @@ class RowTile:
 
     def label(self) -> str:
         return f"R{self.block_r}-C{self.block_c}-w{self.num_warps}"
+
+
+def row_aot_specs(
+    name: str, prefix: str, widths: tuple[int, ...], gpu_config: Callable[[int], RowTile], kernels: tuple, quick: bool
+) -> list[AotSpec]:
+    """AotSpecs of a row-wise kernel pair at each width, bf16 and fp32 (``quick``: the last width, bf16).
+
+    ``kernels``: (suffix, fn, pointers, floats) per kernel; ``pointers`` maps each pointer argument to its
+    element type, None for the tensor dtype. ``gpu_config(width)`` gives the RowTile.
+    """
+    specs = []
+    for width in widths[-1:] if quick else widths:
+        tile = gpu_config(width)
+        for dt in ("bf16",) if quick else ("bf16", "fp32"):
+            label = f"{prefix}{width} {dt} {tile.label()}"
+            consts = {"BLOCK_R": tile.block_r, "BLOCK_C": tile.block_c}
+            for suffix, fn, pointers, floats in kernels:
+                specs.append(AotSpec(f"{name}_{suffix}", label, fn, {k: v or dt for k, v in pointers.items()}, floats,
+                                     consts, tile.num_warps, 1, needs_mma=False))  # fmt: skip
+    return specs

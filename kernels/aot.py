@@ -42,9 +42,9 @@ class Result:
 
 
 def _specs(quick: bool, names: list[str] | None, parser: argparse.ArgumentParser):
-    from kernels import rms_norm, rope_attention, swiglu
+    from kernels import add_rms_norm, rope_attention, swiglu
 
-    specs = rope_attention.aot_specs(quick) + swiglu.aot_specs(quick) + rms_norm.aot_specs(quick)
+    specs = rope_attention.aot_specs(quick) + swiglu.aot_specs(quick) + add_rms_norm.aot_specs(quick)
     if names:
         known = {s.kernel for s in specs}
         unknown = sorted(set(names) - known)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import INTERPRET, AotSpec, RowTile, check_launchable, last_dim_contiguous, next_power_of_2
+from kernels._common import INTERPRET, RowTile, check_launchable, last_dim_contiguous, next_power_of_2, row_aot_specs
 
 
 def gpu_config(inner: int) -> RowTile:
@@ -98,16 +98,9 @@ def backward(grad_out: torch.Tensor, gate_up: torch.Tensor) -> torch.Tensor:
     return dgu.view(gate_up.shape)
 
 
-def aot_specs(quick: bool = False) -> list[AotSpec]:
-    """GPU configs at the seed and HRM widths, bf16 and fp32 (``quick``: HRM width, bf16)."""
-    specs = []
-    for inner in AOT_INNER[-1:] if quick else AOT_INNER:
-        tile = gpu_config(inner)
-        for dt in ("bf16",) if quick else ("bf16", "fp32"):
-            label = f"I{inner} {dt} {tile.label()}"
-            consts = {"BLOCK_R": tile.block_r, "BLOCK_C": tile.block_c}
-            specs.append(AotSpec("swiglu_fwd", label, _swiglu_fwd, {"GU": dt, "OUT": dt}, (), consts,
-                                 tile.num_warps, 1, needs_mma=False))  # fmt: skip
-            specs.append(AotSpec("swiglu_bwd", label, _swiglu_bwd, {"GU": dt, "DOUT": dt, "DGU": dt}, (), consts,
-                                 tile.num_warps, 1, needs_mma=False))  # fmt: skip
-    return specs
+def aot_specs(quick: bool = False) -> list:
+    """AotSpecs of the GPU configs at the seed and HRM widths, bf16 and fp32 (``quick``: HRM width, bf16)."""
+    return row_aot_specs("swiglu", "I", AOT_INNER, gpu_config, (
+        ("fwd", _swiglu_fwd, {"GU": None, "OUT": None}, ()),
+        ("bwd", _swiglu_bwd, {"GU": None, "DOUT": None, "DGU": None}, ()),
+    ), quick)  # fmt: skip

@@ -84,3 +84,11 @@ def compare(
             bound = -1.0
         rows.append(ErrorRow("out" if i == 0 else f"grad[{i - 1}]", kernel_err, reference_err, scale, bound))
     return rows
+
+
+def assert_ok(rows: list[ErrorRow], case: str) -> None:
+    """Print every row of ``case``; fail with the rows over their bound."""
+    for row in rows:
+        print(row.line(case))
+    bad = [row for row in rows if not row.ok]
+    assert not bad, "\n".join(row.line(case) for row in bad)

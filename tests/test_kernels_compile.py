@@ -6,11 +6,16 @@ Inductor, so the compiled graph is one graph with no breaks.
 
 from __future__ import annotations
 
+import importlib
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
-from hrm_fast.ops import fused, reference
+OPS = [importlib.import_module(f"hrm_fast.ops.{op}") for op in ("rope_attention", "swiglu", "add_rms_norm")]
+fused = SimpleNamespace(**{m.__name__.rsplit(".", 1)[1]: m.fused for m in OPS})
+reference = SimpleNamespace(**{m.__name__.rsplit(".", 1)[1]: m.reference for m in OPS})
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # torch.compile/opcheck internals still touch torch.jit.script_method

@@ -344,8 +344,8 @@ def test_reference_ops_and_act_op_give_identical_outputs(monkeypatch):
     results = []
     for use_reference in (False, True):
         if use_reference:
-            monkeypatch.setattr(ops, "act_reset", ops.reference.act_reset)
-            monkeypatch.setattr(ops, "act_halt", ops.reference.act_halt)
+            monkeypatch.setattr(ops, "act_reset", ops.act.reference_reset)
+            monkeypatch.setattr(ops, "act_halt", ops.act.reference_halt)
         model = make().train()
         carry = model.initial_carry(4)
         torch.manual_seed(3)

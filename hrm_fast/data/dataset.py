@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from hrm_fast.data.encode import IGNORE_LABEL
 from hrm_fast.data.sources import DataError
 from hrm_fast.data.writer import SplitSizes
-from hrm_fast.ops.reference import IGNORE_LABEL
 
 Batch = dict[str, torch.Tensor]
 

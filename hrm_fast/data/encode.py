@@ -14,6 +14,7 @@ PAD_ID = 0
 EOS_ID = 1
 COLOUR_OFFSET = 2
 VOCAB_SIZE = 12
+IGNORE_LABEL = -100  # label of a position the loss skips (batches carry it where the on-disk label is PAD)
 
 
 def encode_grid(grid: np.ndarray, canvas: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:

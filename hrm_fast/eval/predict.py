@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hrm_fast.data.encode import IGNORE_LABEL
 from hrm_fast.eval.views import EvalSplit
-from hrm_fast.ops.reference import IGNORE_LABEL
 
 
 def make_batch(split: EvalSplit, rows: np.ndarray, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -132,23 +132,11 @@ class Attention(nn.Module):
         """x [B, S, D] -> [B, S, D] (or [B, rows, D]: only the first ``rows`` queries); cos/sin [S, head_dim] fp32."""
         if rows is None:
             return self.o_proj(ops.rope_attention(self.qkv_proj(x), cos, sin, self.num_heads))
-        return self.o_proj(self._first_rows(x, cos, sin, rows))
-
-    def _first_rows(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rows: int) -> torch.Tensor:
-        """Attention output of the first ``rows`` positions only: q from those rows, k/v from all.
-
-        Same math as :func:`hrm_fast.ops.reference.rope_attention` restricted to some query rows.
-        """
         weight, _ = self.qkv_proj.weights_for(x.dtype)
-        batch, seq, width = x.shape
-        heads, head_dim = self.num_heads, width // self.num_heads
-        q = F.linear(x[:, :rows], weight[:width]).view(batch, rows, heads, head_dim)
-        kv = F.linear(x, weight[width:]).view(batch, seq, 2 * heads, head_dim)
-        q = ops.reference.apply_rope(q, cos[:rows], sin[:rows])
-        k = ops.reference.apply_rope(kv[:, :, :heads], cos, sin)
-        v = kv[:, :, heads:]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=False)
-        return out.transpose(1, 2).reshape(batch, rows, width)
+        width = x.shape[-1]
+        q = F.linear(x[:, :rows], weight[:width])
+        kv = F.linear(x, weight[width:])
+        return self.o_proj(ops.rope_attention(q, cos, sin, self.num_heads, kv=kv))
 
 
 class SwiGLU(nn.Module):

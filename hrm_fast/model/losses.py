@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hrm_fast.data.encode import IGNORE_LABEL
 from hrm_fast.model.hrm import Carry
-from hrm_fast.ops.reference import IGNORE_LABEL
 
 LOSS_TYPES = ("stablemax", "softmax")
 

@@ -1,12 +1,15 @@
 """The one place that chooses how each hot op runs.
 
-Backends: ``reference`` (pure PyTorch, :mod:`hrm_fast.ops.reference`), ``triton`` (the kernels in
-:mod:`kernels`, registered as ``torch.library`` custom ops in :mod:`hrm_fast.ops.fused`) and
-``auto`` (Triton for CUDA tensors, reference otherwise). Select with the environment variable
-``HRM_FAST_OPS`` or :func:`set_backend`; the model config's ``model.ops`` calls the latter.
+One module per op holds its pure-PyTorch twin (``reference``), its Triton ``torch.library`` custom op
+(``fused``; the kernels in :mod:`kernels`) and its dispatcher, re-exported here:
+:func:`rope_attention`, :func:`swiglu`, :func:`add_rms_norm` and the ACT carry update
+:func:`act_reset` / :func:`act_halt` (:mod:`hrm_fast.ops.act`: the C++/CUDA extension when it is
+built, the reference otherwise). ``hrm_fast.ops.swiglu`` etc. name the dispatchers; reach a module's
+parts with ``from hrm_fast.ops.swiglu import fused, reference``.
 
-The ACT carry update always goes through :mod:`hrm_fast.ops.act` (the C++/CUDA extension when it
-is built, the reference otherwise).
+Triton backends: ``reference`` (pure PyTorch), ``triton`` and ``auto`` (Triton for CUDA tensors,
+reference otherwise). Select with the environment variable ``HRM_FAST_OPS`` or :func:`set_backend`;
+the model config's ``model.ops`` calls the latter.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from collections.abc import Iterator
 
 import torch
 
-from hrm_fast.ops import reference
 from hrm_fast.ops.act import act_halt, act_reset, extension_available
+from hrm_fast.ops.add_rms_norm import add_rms_norm
+from hrm_fast.ops.rope_attention import rope_attention
+from hrm_fast.ops.swiglu import swiglu
 
 BACKENDS = ("auto", "reference", "triton")
 _backend = os.environ.get("HRM_FAST_OPS", "auto")
@@ -48,39 +53,13 @@ def backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def _use_triton(t: torch.Tensor) -> bool:
+def use_triton(t: torch.Tensor) -> bool:
+    """Whether the dispatchers run the Triton op on ``t`` under the current backend."""
     if _backend == "reference":
         return False
     if _backend == "triton":
         return True
     return t.is_cuda
-
-
-def _fused():
-    from hrm_fast.ops import fused  # imported lazily: it imports triton
-
-    return fused
-
-
-def rope_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """qkv [B, S, 3*H*Dh], cos/sin [S, Dh] fp32 -> [B, S, H*Dh]; RoPE on q, k then non-causal attention."""
-    if _use_triton(qkv):
-        return _fused().rope_attention(qkv, cos, sin, num_heads)
-    return reference.rope_attention(qkv, cos, sin, num_heads)
-
-
-def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
-    """gate_up [..., 2*I] = [gate | up] -> silu(gate) * up [..., I]."""
-    if _use_triton(gate_up):
-        return _fused().swiglu(gate_up)
-    return reference.swiglu(gate_up)
-
-
-def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """rms_norm(x + delta) over the last axis (parameter-free, fp32 statistics)."""
-    if _use_triton(x):
-        return _fused().add_rms_norm(x, delta, eps)
-    return reference.add_rms_norm(x, delta, eps)
 
 
 __all__ = [
@@ -91,8 +70,8 @@ __all__ = [
     "backend",
     "extension_available",
     "get_backend",
-    "reference",
     "rope_attention",
     "set_backend",
     "swiglu",
+    "use_triton",
 ]

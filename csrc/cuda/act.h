@@ -1,4 +1,4 @@
-// Launchers for the ACT carry kernels. Plain C++ types only, so that act_kernels.cu needs nothing
+// Launchers for the ACT carry kernels. Plain C++ types only, so that act.cu needs nothing
 // but the CUDA runtime headers and compiles standalone with nvcc.
 #pragma once
 

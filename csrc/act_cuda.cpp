@@ -1,10 +1,10 @@
-// Binds the CUDA kernels of cuda/act_kernels.cu to the hrm_fast ops (built only in CUDA builds).
+// Binds the CUDA kernels of cuda/act.cu to the hrm_fast ops (built only in CUDA builds).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "act_checks.h"
-#include "cuda/act_kernels.h"
+#include "cuda/act.h"
 
 namespace hrm_fast {
 namespace {

@@ -1,5 +1,5 @@
 // The ACT carry/halting ops: schema (TORCH_LIBRARY "hrm_fast") and the CPU kernels.
-// The CUDA kernels are registered by act_update_cuda.cpp (built only in CUDA builds).
+// The CUDA kernels are registered by act_cuda.cpp (built only in CUDA builds).
 #include <Python.h>
 
 #include <ATen/Parallel.h>

@@ -1,9 +1,9 @@
 // CUDA kernels for the ACT carry update. Device code uses only the CUDA runtime headers
-// (no torch), so `nvcc -c act_kernels.cu` works standalone; act_update_cuda.cpp binds it to torch.
+// (no torch), so `nvcc -c act.cu` works standalone; act_cuda.cpp binds it to torch.
 //
 // The reset is a pure byte copy, so the kernels are templated on the copy unit (1..16 bytes),
 // not on the tensor dtype: fp32, bf16, fp16 (and integer data rows) all share one code path.
-#include "act_kernels.h"
+#include "act.h"
 
 #include <initializer_list>
 

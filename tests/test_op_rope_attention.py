@@ -1,4 +1,4 @@
-"""Fused RoPE attention kernel vs the reference (forward and d qkv), 2x-reference-error rule.
+"""rope_attention: the Triton kernel vs the reference (forward and d qkv, 2x-reference-error rule), the dispatcher.
 
 On CPU the kernel runs in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1; its
 test-only bf16 tl.dot fix makes the bf16 cases meaningful). Shapes are tiny: the interpreter is slow.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hrm_fast.ops import reference
-from hrm_fast.ops.fused import rope_attention
-from kernels.testing import compare
+from hrm_fast import ops
+from hrm_fast.ops.rope_attention import fused, reference
+from kernels.testing import assert_ok, compare
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -23,13 +23,6 @@ def rope_tables(seq: int, head_dim: int, theta: float = 10000.0) -> tuple[torch.
     angles = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
     emb = torch.cat((angles, angles), dim=-1)
     return emb.cos().to(DEVICE), emb.sin().to(DEVICE)
-
-
-def _check(rows, case: str) -> None:
-    for row in rows:
-        print(row.line(case))
-    bad = [row for row in rows if not row.ok]
-    assert not bad, "\n".join(row.line(case) for row in bad)
 
 
 # (batch, heads, seq, head_dim): several key tiles with a ragged last one, a single partial tile,
@@ -45,13 +38,13 @@ def test_rope_attention_matches_reference(shape, dtype):
     qkv = torch.randn(batch, seq, 3 * heads * head_dim, generator=gen).to(DEVICE, dtype)
     cos, sin = rope_tables(seq, head_dim)
     rows = compare(
-        rope_attention,
-        reference.rope_attention,
+        fused,
+        reference,
         (qkv, cos, sin, heads),
         grad_mask=(True, False, False, False),
         fp64_args=(qkv.double(), cos.double(), sin.double(), heads),
     )
-    _check(rows, f"rope_attention {dtype} B{batch}H{heads}S{seq}D{head_dim}".replace("torch.", ""))
+    assert_ok(rows, f"rope_attention {dtype} B{batch}H{heads}S{seq}D{head_dim}".replace("torch.", ""))
 
 
 def test_strided_qkv_random_tables_and_expanded_grad_out():
@@ -67,8 +60,8 @@ def test_strided_qkv_random_tables_and_expanded_grad_out():
 
     q_fast = qkv.detach().clone().requires_grad_()
     q_ref = qkv.detach().double().requires_grad_()
-    out = rope_attention(q_fast, cos, sin, heads)
-    expect = reference.rope_attention(q_ref, cos.double(), sin.double(), heads)
+    out = fused(q_fast, cos, sin, heads)
+    expect = reference(q_ref, cos.double(), sin.double(), heads)
     torch.testing.assert_close(out.double(), expect, rtol=1e-5, atol=1e-5)
     out.sum().backward()  # grad_out is an expanded (stride-0) tensor
     expect.sum().backward()
@@ -76,7 +69,7 @@ def test_strided_qkv_random_tables_and_expanded_grad_out():
 
     # the strided view itself, not a copy, goes into the op
     view_leaf = buffer.detach().clone().requires_grad_()
-    out_view = rope_attention(view_leaf[:, :, 8 : 8 + width], cos, sin, heads)
+    out_view = fused(view_leaf[:, :, 8 : 8 + width], cos, sin, heads)
     torch.testing.assert_close(out_view.double(), expect.detach(), rtol=1e-5, atol=1e-5)
     out_view.sum().backward()
     torch.testing.assert_close(view_leaf.grad[:, :, 8 : 8 + width].double(), q_ref.grad, rtol=1e-5, atol=1e-5)
@@ -86,11 +79,11 @@ def test_strided_qkv_random_tables_and_expanded_grad_out():
 def test_rope_attention_rejects_bad_input():
     cos, sin = rope_tables(10, 32)
     with pytest.raises(ValueError, match="3\\*H\\*Dh"):
-        rope_attention(torch.randn(1, 10, 100, device=DEVICE), cos, sin, 2)
+        fused(torch.randn(1, 10, 100, device=DEVICE), cos, sin, 2)
     with pytest.raises(ValueError, match="head_dim 15"):
-        rope_attention(torch.randn(1, 10, 90, device=DEVICE), *rope_tables(10, 16), 2)
+        fused(torch.randn(1, 10, 90, device=DEVICE), *rope_tables(10, 16), 2)
     with pytest.raises(ValueError, match="cos must be fp32"):
-        rope_attention(torch.randn(1, 10, 192, device=DEVICE), cos.double(), sin, 2)
+        fused(torch.randn(1, 10, 192, device=DEVICE), cos.double(), sin, 2)
 
 
 def test_table_edited_in_place_is_rechecked():
@@ -98,11 +91,11 @@ def test_table_edited_in_place_is_rechecked():
     batch, heads, seq, head_dim = 1, 1, 20, 32
     qkv = torch.randn(batch, seq, 3 * heads * head_dim, device=DEVICE)
     cos, sin = rope_tables(seq, head_dim)
-    torch.testing.assert_close(rope_attention(qkv, cos, sin, heads), reference.rope_attention(qkv, cos, sin, heads))
+    torch.testing.assert_close(fused(qkv, cos, sin, heads), reference(qkv, cos, sin, heads))
     with torch.no_grad():
         cos[:, 3] += 0.5  # halves differ now
         sin[:, head_dim - 2] -= 0.5
-    torch.testing.assert_close(rope_attention(qkv, cos, sin, heads), reference.rope_attention(qkv, cos, sin, heads))
+    torch.testing.assert_close(fused(qkv, cos, sin, heads), reference(qkv, cos, sin, heads))
 
 
 def test_inference_mode_tables():
@@ -110,7 +103,7 @@ def test_inference_mode_tables():
     with torch.inference_mode():
         cos, sin = rope_tables(20, 32)
         qkv = torch.randn(1, 20, 3 * 32, device=DEVICE)
-        torch.testing.assert_close(rope_attention(qkv, cos, sin, 1), reference.rope_attention(qkv, cos, sin, 1))
+        torch.testing.assert_close(fused(qkv, cos, sin, 1), reference(qkv, cos, sin, 1))
 
 
 @pytest.mark.parametrize("seq", [901, pytest.param(916, marks=pytest.mark.slow)])
@@ -119,6 +112,24 @@ def test_hrm_sequence_lengths(seq):
     gen = torch.Generator().manual_seed(seq)
     qkv = torch.randn(1, seq, 3 * 64, generator=gen).to(DEVICE)
     cos, sin = rope_tables(seq, 64)
-    rows = compare(rope_attention, reference.rope_attention, (qkv, cos, sin, 1), grad_mask=(True, False, False, False),
+    rows = compare(fused, reference, (qkv, cos, sin, 1), grad_mask=(True, False, False, False),
                    fp64_args=(qkv.double(), cos.double(), sin.double(), 1))  # fmt: skip
-    _check(rows, f"rope_attention float32 B1H1S{seq}D64")
+    assert_ok(rows, f"rope_attention float32 B1H1S{seq}D64")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_first_rows_form_equals_the_first_rows_of_the_full_op(backend):
+    """q of the first R positions with k/v of all S (the Q head's fast path): the first R rows of the full op.
+
+    The dispatcher runs the reference for this form on every backend (the kernel reads packed qkv)."""
+    batch, heads, seq, head_dim, rows = 2, 2, 30, 16, 3
+    width = heads * head_dim
+    gen = torch.Generator().manual_seed(5)
+    qkv = torch.randn(batch, seq, 3 * width, generator=gen).to(DEVICE)
+    cos, sin = rope_tables(seq, head_dim)
+    q, kv = qkv[:, :rows, :width].contiguous(), qkv[:, :, width:].contiguous()
+    with ops.backend(backend):
+        out = ops.rope_attention(q, cos, sin, heads, kv=kv)
+    assert out.shape == (batch, rows, width)
+    torch.testing.assert_close(out, reference(qkv, cos, sin, heads)[:, :rows], rtol=1e-6, atol=1e-6)
+    assert torch.equal(out, reference(q, cos, sin, heads, kv=kv))

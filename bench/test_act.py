@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hrm_fast.ops import act as act_ops
-from hrm_fast.ops import reference
+from hrm_fast.ops.act import reference_halt, reference_reset
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 B, S, D, L = 32, 901, 512, 900
@@ -44,7 +44,7 @@ def _sync():
 def test_act_reset(benchmark, impl, halted_fraction, dtype):
     if impl == "extension" and not act_ops.extension_available(DEVICE):
         pytest.skip(f"hrm_fast._C has no {DEVICE} kernel")
-    fn = reference.act_reset if impl == "reference" else torch.ops.hrm_fast.act_reset
+    fn = reference_reset if impl == "reference" else torch.ops.hrm_fast.act_reset
     args = make_carry(dtype, halted_fraction)
     benchmark.group = f"act_reset {DEVICE} {str(dtype)[6:]} halted={halted_fraction}"
     state_bytes = 2 * B * S * D * args["z_H"].element_size()
@@ -61,7 +61,7 @@ def test_act_reset(benchmark, impl, halted_fraction, dtype):
 def test_act_halt(benchmark, impl):
     if impl == "extension" and not act_ops.extension_available(DEVICE):
         pytest.skip(f"hrm_fast._C has no {DEVICE} kernel")
-    fn = reference.act_halt if impl == "reference" else torch.ops.hrm_fast.act_halt
+    fn = reference_halt if impl == "reference" else torch.ops.hrm_fast.act_halt
     g = torch.Generator().manual_seed(0)
     args = [torch.zeros(B, dtype=torch.int32), torch.zeros(B, dtype=torch.bool), torch.randn(B, generator=g),
             torch.randn(B, generator=g), torch.rand(B, generator=g), torch.randint(2, 17, (B,), dtype=torch.int32)]

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import INTERPRET, AotSpec, RowTile, check_launchable, last_dim_contiguous, next_power_of_2
+from kernels._common import INTERPRET, RowTile, check_launchable, last_dim_contiguous, next_power_of_2, row_aot_specs
 
 MAX_WIDTH = 16384  # one row lives in registers
 
@@ -116,18 +116,10 @@ def backward(
     return dx.view(x.shape), ddelta.view(x.shape)
 
 
-def aot_specs(quick: bool = False) -> list[AotSpec]:
-    """GPU configs at the seed and HRM hidden sizes, bf16 and fp32 (``quick``: HRM width, bf16)."""
-    specs = []
-    for width in AOT_WIDTHS[-1:] if quick else AOT_WIDTHS:
-        tile = gpu_config(width)
-        for dt in ("bf16",) if quick else ("bf16", "fp32"):
-            label = f"D{width} {dt} {tile.label()}"
-            consts = {"BLOCK_R": tile.block_r, "BLOCK_C": tile.block_c}
-            specs.append(AotSpec("add_rms_norm_fwd", label, _add_rms_norm_fwd,
-                                 {"X": dt, "DELTA": dt, "Y": dt, "RSTD": "fp32"}, ("eps",), consts,
-                                 tile.num_warps, 1, needs_mma=False))  # fmt: skip
-            specs.append(AotSpec("add_rms_norm_bwd", label, _add_rms_norm_bwd,
-                                 {"X": dt, "DELTA": dt, "RSTD": "fp32", "DY": dt, "DX": dt, "DDELTA": dt}, (), consts,
-                                 tile.num_warps, 1, needs_mma=False))  # fmt: skip
-    return specs
+def aot_specs(quick: bool = False) -> list:
+    """AotSpecs of the GPU configs at the seed and HRM hidden sizes, bf16 and fp32 (``quick``: HRM width, bf16)."""
+    return row_aot_specs("add_rms_norm", "D", AOT_WIDTHS, gpu_config, (
+        ("fwd", _add_rms_norm_fwd, {"X": None, "DELTA": None, "Y": None, "RSTD": "fp32"}, ("eps",)),
+        ("bwd", _add_rms_norm_bwd, {"X": None, "DELTA": None, "RSTD": "fp32", "DY": None, "DX": None, "DDELTA": None},
+         ()),
+    ), quick)  # fmt: skip

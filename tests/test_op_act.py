@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hrm_fast.ops import act as act_ops
-from hrm_fast.ops import reference
+from hrm_fast.ops.act import reference_halt, reference_reset
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_EXT = act_ops.extension_available("cpu")
@@ -67,7 +67,7 @@ def test_act_reset_matches_reference_exactly(batch, seq, hidden, dtype, data_dty
     for seed in range(3):
         args = make_reset_args(batch, seq, hidden, dtype, data_dtype, seed=seed)
         ref, ext = clone_args(args), clone_args(args)
-        reference.act_reset(**ref)
+        reference_reset(**ref)
         torch.ops.hrm_fast.act_reset(**ext)
         for name in args:
             assert torch.equal(ref[name], ext[name]), name
@@ -84,7 +84,7 @@ def test_act_reset_all_and_none_halted():
     for flag in (True, False):
         args["halted"].fill_(flag)
         ref, ext = clone_args(args), clone_args(args)
-        reference.act_reset(**ref)
+        reference_reset(**ref)
         torch.ops.hrm_fast.act_reset(**ext)
         for name in args:
             assert torch.equal(ref[name], ext[name]), name
@@ -111,7 +111,7 @@ def make_halt_args(batch, max_steps, seed=0):
 def test_act_halt_matches_reference_bitwise(batch, max_steps, prob, training):
     args = make_halt_args(batch, max_steps, seed=batch * 31 + max_steps)
     ref, ext = clone_args(args), clone_args(args)
-    reference.act_halt(**ref, max_steps=max_steps, exploration_prob=prob, training=training)
+    reference_halt(**ref, max_steps=max_steps, exploration_prob=prob, training=training)
     torch.ops.hrm_fast.act_halt(**ext, max_steps=max_steps, exploration_prob=prob, training=training)
     assert torch.equal(ref["steps"], ext["steps"])
     assert torch.equal(ref["halted"], ext["halted"])
@@ -224,13 +224,13 @@ def test_cuda_op_matches_reference(dtype):
     assert act_ops.extension_available("cuda"), "extension built without CUDA kernels"
     args = make_reset_args(9, 901, 512, dtype, device="cuda")
     ref, ext = clone_args(args), clone_args(args)
-    reference.act_reset(**ref)
+    reference_reset(**ref)
     torch.ops.hrm_fast.act_reset(**ext)
     for name in args:
         assert torch.equal(ref[name], ext[name]), name
     h = {k: v.cuda() for k, v in make_halt_args(300, 16).items()}
     ref, ext = clone_args(h), clone_args(h)
-    reference.act_halt(**ref, max_steps=16, exploration_prob=0.1, training=True)
+    reference_halt(**ref, max_steps=16, exploration_prob=0.1, training=True)
     torch.ops.hrm_fast.act_halt(**ext, max_steps=16, exploration_prob=0.1, training=True)
     assert torch.equal(ref["halted"], ext["halted"]) and torch.equal(ref["steps"], ext["steps"])
 
@@ -240,10 +240,10 @@ NVCC = shutil.which("nvcc")
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_cuda_kernels_compile_standalone_without_spills(tmp_path):
-    """act_kernels.cu needs only CUDA headers: nvcc compiles it for sm_89 and sm_90 with no spills."""
+    """act.cu needs only CUDA headers: nvcc compiles it for sm_89 and sm_90 with no spills."""
     out = subprocess.run(
         [NVCC, "-gencode", "arch=compute_89,code=sm_89", "-gencode", "arch=compute_90,code=sm_90",
-         "-Xptxas", "-v", "-O3", "-c", str(ROOT / "csrc/cuda/act_kernels.cu"), "-o", str(tmp_path / "act.o")],
+         "-Xptxas", "-v", "-O3", "-c", str(ROOT / "csrc/cuda/act.cu"), "-o", str(tmp_path / "act.o")],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr
