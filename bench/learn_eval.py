@@ -34,7 +34,7 @@ from hrm_fast.eval.results import decode_into, finalize
 from hrm_fast.eval.validate import evaluate_split
 from hrm_fast.eval.views import load_eval_split
 from hrm_fast.eval.vote import VoteBox
-from hrm_fast.model.hrm import autocast_dtype
+from hrm_fast.model.precision import autocast_dtype
 
 
 class CellCounts:

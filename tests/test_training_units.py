@@ -181,7 +181,7 @@ def test_bad_arguments_exit_2(capsys):
 
 
 def test_autocast_dtype_only_for_reduced_precision_on_cuda():
-    from hrm_fast.model.hrm import autocast_dtype
+    from hrm_fast.model.precision import autocast_dtype
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # a device object needs no GPU
     assert autocast_dtype("bfloat16", cuda) is torch.bfloat16 and autocast_dtype("float16", cuda) is torch.float16

@@ -29,7 +29,7 @@ from hrm_fast.eval.submission import remove_stale_writes
 from hrm_fast.eval.views import EvalSplit, load_eval_split
 from hrm_fast.eval.vote import VoteBox
 from hrm_fast.fs import FsError, check_writable
-from hrm_fast.model.hrm import autocast_dtype
+from hrm_fast.model.precision import autocast_dtype
 
 
 def load_for_eval(checkpoint: str | Path, device: torch.device, hrm_config: str | Path | None = None

@@ -11,8 +11,9 @@ import torch
 
 from hrm_fast.faults import fault_point, first_line
 from hrm_fast.graphs import capture, cuda_graphs_default
-from hrm_fast.model.hrm import BATCH_KEYS, HRM, no_grad_region
+from hrm_fast.model.hrm import BATCH_KEYS, HRM
 from hrm_fast.model.losses import act_loss
+from hrm_fast.model.precision import no_grad_region
 
 
 class EvalStep:

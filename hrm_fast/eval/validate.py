@@ -63,7 +63,7 @@ def evaluate_split(
     ``runner``: how episodes run (keep one across calls: a compiled runner compiles once); None = the eager
     loop, with bf16/fp16 autocast on CUDA as ``model.forward_dtype`` says."""
     from hrm_fast.eval.runner import EvalRunner
-    from hrm_fast.model.hrm import autocast_dtype
+    from hrm_fast.model.precision import autocast_dtype
 
     dataset = PuzzleDataset(Path(cfg.data.path), split)
     device = dist.device

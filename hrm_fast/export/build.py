@@ -19,7 +19,8 @@ from hrm_fast import ops
 from hrm_fast.checkpoint import load_state_into
 from hrm_fast.data.encode import COLOUR_OFFSET, EOS_ID, PAD_ID
 from hrm_fast.export.program import InferenceProgram, PuzzleInput
-from hrm_fast.model.hrm import HRM, dtype_of
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.precision import dtype_of
 
 OPSET = 18  # ONNX opset: TensorRT 8.6+ (JetPack 5.1.2 and later) parses it
 FILES = {"onnx": "model.onnx", "pt2": "model.pt2"}

@@ -30,8 +30,9 @@ from tqdm import tqdm
 from hrm_fast.data.encode import encode_grid
 from hrm_fast.eval.views import EvalDataError, load_eval_split
 from hrm_fast.export.build import ExportSpec, puzzle_input
-from hrm_fast.model.hrm import HRM, dtype_of
+from hrm_fast.model.hrm import HRM
 from hrm_fast.model.layers import CastedEmbedding
+from hrm_fast.model.precision import dtype_of
 
 norm_ops = importlib.import_module("hrm_fast.ops.add_rms_norm")  # the module; hrm_fast.ops.add_rms_norm is the op
 Batch = tuple[torch.Tensor, torch.Tensor]  # tokens int32 [B, S], puzzle ids int32 [B]

@@ -19,8 +19,9 @@ from torch import nn
 
 from hrm_fast import ops
 from hrm_fast.config import ModelConfig, swiglu_inner
-from hrm_fast.model.hrm import HRMInner, no_grad_region
+from hrm_fast.model.hrm import HRMInner
 from hrm_fast.model.layers import ReasoningModule, SwiGLU
+from hrm_fast.model.precision import no_grad_region
 
 
 class SequenceMLPBlock(nn.Module):

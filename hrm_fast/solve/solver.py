@@ -31,7 +31,8 @@ from hrm_fast.eval.predict import predict_views
 from hrm_fast.eval.results import decode_into
 from hrm_fast.eval.views import EvalSplit
 from hrm_fast.eval.vote import Candidate, VoteBox
-from hrm_fast.model.hrm import HRM, autocast_dtype
+from hrm_fast.model.hrm import HRM
+from hrm_fast.model.precision import autocast_dtype
 from hrm_fast.solve.fit import FitLog, demo_metrics, fit
 from hrm_fast.solve.rows import checkpoint_names, extend_table
 from hrm_fast.solve.tasks import (

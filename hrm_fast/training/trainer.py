@@ -14,6 +14,7 @@ Host syncs: none inside a step. Non-finite values and stop requests are read at 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -25,7 +26,21 @@ import torch
 from tqdm import tqdm
 
 from hrm_fast import distributed as D
+from hrm_fast.checkpoint import (
+    check_resume_dataset,
+    load_ema_state,
+    load_state_into,
+    load_training_state,
+    read_weights,
+    save_checkpoint,
+)
 from hrm_fast.config import Config, ConfigError, config_to_dict, save_config
+from hrm_fast.data.build import build_dataset
+from hrm_fast.data.dataset import PuzzleDataset, TrainSampler
+from hrm_fast.eval.pipeline import evaluate_checkpoint
+from hrm_fast.eval.results import flat_metrics
+from hrm_fast.eval.runner import EvalRunner
+from hrm_fast.eval.validate import evaluate_split
 from hrm_fast.faults import (
     GracefulStop,
     NonFiniteError,
@@ -38,8 +53,9 @@ from hrm_fast.faults import (
 )
 from hrm_fast.fs import os_error_line, owner_tag
 from hrm_fast.graphs import Snapshot
-from hrm_fast.model.hrm import HRM, autocast_dtype
+from hrm_fast.model.hrm import HRM
 from hrm_fast.model.losses import metric_means
+from hrm_fast.model.precision import autocast_dtype
 from hrm_fast.training import run_dir as R
 from hrm_fast.training import train_state as TS
 from hrm_fast.training.ema import EMA, maybe_applied
@@ -81,7 +97,7 @@ class Trainer:
             self._build_data()
             self._build_model()
             if config.init.from_ is not None:  # a new run from a checkpoint's weights (a resume loads its own)
-                from hrm_fast.solve.init import init_from_checkpoint
+                from hrm_fast.solve.init import init_from_checkpoint  # solve builds on training: no cycle at import
 
                 init_from_checkpoint(self, load_weights=self.resume_from is None)
             self.step = 0
@@ -143,8 +159,6 @@ class Trainer:
 
     def _ensure_dataset(self) -> None:
         """Build the preset's dataset when ``data.path`` has none (rank 0 builds, the others wait)."""
-        from hrm_fast.data.build import build_dataset
-
         dc = self.cfg.data
         if self.dist.is_main and not (Path(dc.path) / "train" / "dataset.json").is_file():
             self._say(f"dataset {dc.path} is missing: building it (sources {dc.sources}, eval {dc.eval_sources}, "
@@ -155,8 +169,6 @@ class Trainer:
         D.barrier(self.dist)
 
     def _build_data(self) -> None:
-        from hrm_fast.data.dataset import PuzzleDataset, TrainSampler
-
         self.train_set = PuzzleDataset(self.cfg.data.path, "train")
         self.meta = self.train_set.metadata
         self.sampler = TrainSampler(self.train_set, global_batch_size=self.cfg.train.global_batch_size,
@@ -301,9 +313,6 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (exact accuracy, token accuracy, steps, q-halt accuracy) on the val split."""
-        from hrm_fast.eval.runner import EvalRunner
-        from hrm_fast.eval.validate import evaluate_split
-
         if self.eval_runner is None:  # one runner for the whole run: a compiled one compiles (and captures) once
             self.eval_runner = EvalRunner(self.model, self.cfg.eval.batch_size // self.dist.world_size, self.device,
                                           compile=self.compile, cuda_graph=self.cfg.cuda_graph,
@@ -339,8 +348,6 @@ class Trainer:
 
     def save(self, name: str) -> None:
         """Write checkpoint ``<run_dir>/<name>`` atomically (rank 0 writes; every rank takes part)."""
-        from hrm_fast.checkpoint import save_checkpoint
-
         state = self._state()
         if self.dist.is_main:
             with kill_in_save():
@@ -357,14 +364,6 @@ class Trainer:
         return f"the last good checkpoint is {self.run_dir / 'last'} (step {self.last_saved_step})"
 
     def _resume(self, path: Path) -> None:
-        from hrm_fast.checkpoint import (
-            check_resume_dataset,
-            load_ema_state,
-            load_state_into,
-            load_training_state,
-            read_weights,
-        )
-
         if (note := check_resume_dataset(path, self.cfg.data.path)) is not None:  # dataset identity (issue 11)
             self._say(note)
         state = load_training_state(path)
@@ -402,9 +401,6 @@ class Trainer:
         Rank 0 writes ``scores.json``, ``submission.json`` and ``report.html`` into ``<run>/eval-test-step<N>``
         and logs the scores (``eval/<scoring>@<k>``) to metrics.jsonl and TensorBoard.
         """
-        from hrm_fast.eval.pipeline import evaluate_checkpoint
-        from hrm_fast.eval.results import flat_metrics
-
         test_dir = Path(self.cfg.data.path) / "test"
         if not test_dir.is_dir():
             self._say(f"eval.arc_at_end: {test_dir} does not exist (no --eval-source); skipped")
@@ -507,8 +503,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log records written after ``step`` (by a run that died after its last checkpoint)."""
     if not path.exists():
         return
-    import json
-
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
     tmp = path.with_name(f".{path.name}.tmp-{owner_tag()}")  # a killed run's copy is removed by run_dir.open_run_dir
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
