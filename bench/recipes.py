@@ -10,7 +10,7 @@ ARC Prize = "The Hidden Drivers of HRM's Performance on ARC-AGI" (arcprize.org b
 augmentations about as good as 1000; the outer refinement loop, i.e. ACT segments, the main driver);
 TRM = Jolicoeur-Martineau 2025, "Less is More: Recursive Reasoning with Tiny Networks" (arXiv
 2510.04871: one forward pass per step without the Q-continue target); mdlARC = github.com/mvakde/mdlARC
-(a plain transformer, far fewer augmentations, larger learning rates).
+(a plain transformer, far fewer augmentations, larger learning rates, no padding tokens).
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "halt on q_halt > 0, 16 puzzle-prefix tokens; EMA of the weights measured, with decay 0.99 instead of "
            "TRM's 0.999 because these budgets are a few hundred steps (a 0.999 average would still be ~80% the "
            "initial weights); 1.8x the FLOPs of a baseline step, so fewer steps"),
+    Recipe("pad-aware", ("model.pad_aware=true",), "issue 12 (pad-aware canvases); mdlARC (no padding tokens)",
+           "each segment runs on the smallest top-left window of the 10x10 canvas holding the batch's cells "
+           "(side a multiple of 4): cells outside it are not attended to, keep their z and predict PAD; eager "
+           "only. The FLOP budget counts the full canvas (hrm_fast.flops does not see the window), so it gets "
+           "the baseline's steps and any saving shows only in wall time"),
 )}
 
 

@@ -70,6 +70,12 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on attention and MLP outputs, training only")
     grad_checkpoint: bool = Field(False, description="recompute the with-grad blocks in backward")
     ops: Literal["auto", "reference", "triton"] = "auto"
+    pad_aware: bool = Field(
+        False, description="each ACT segment runs on the smallest k x k top-left window of the canvas (k a multiple "
+        "of pad_aware_step, at most the canvas) holding every row's non-PAD inputs and labels, plus the puzzle prefix; "
+        "cells keep their 2-D positions. Cells outside the window are not attended to, keep their z in that segment "
+        "and predict PAD (their labels are ignored anyway). Eager only (compile=false); not with mlp_t")
+    pad_aware_step: int = Field(4, ge=1, description="pad_aware: the window side is rounded up to a multiple of this")
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelConfig:
@@ -79,6 +85,9 @@ class ModelConfig(_Section):
             raise ValueError("model.hidden_size / model.num_heads (head_dim) must be even for RoPE")
         if self.mlp_t and self.arch != "trm":
             raise ValueError("model.mlp_t=true needs model.arch=trm")
+        if self.pad_aware and self.mlp_t:
+            raise ValueError("model.pad_aware=true does not work with model.mlp_t=true (its weights span the full "
+                             "sequence)")
         if self.puzzle_emb_tokens and self.puzzle_emb_tokens * self.hidden_size < self.puzzle_emb_ndim:
             raise ValueError(f"model.puzzle_emb_tokens={self.puzzle_emb_tokens} tokens cannot hold "
                              f"model.puzzle_emb_ndim={self.puzzle_emb_ndim} (hidden_size {self.hidden_size})")
@@ -207,7 +216,7 @@ class InitConfig(_Section):
 class Config(_Section):
     preset: str = "custom"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool | None = Field(None, description="None = true on CUDA")
+    compile: bool | None = Field(None, description="None = true on CUDA (false with model.pad_aware)")
     cuda_graph: bool | None = Field(
         None, description="capture the compiled training step in a CUDA graph (one CUDA device); None = true on CUDA")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -219,6 +228,17 @@ class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     init: InitConfig = Field(default_factory=InitConfig)
+
+    @model_validator(mode="after")
+    def _check_pad_aware(self) -> Config:
+        """``model.pad_aware`` reads the window size on the host every segment: refuse compile=true, and an unset
+        ``compile`` means false."""
+        if self.model.pad_aware:
+            if self.compile:
+                raise ValueError("model.pad_aware=true runs eagerly (one host read of the window size per segment): "
+                                 "set compile=false or leave it unset")
+            object.__setattr__(self, "compile", False)  # no validate_assignment round trip
+        return self
 
 
 # --------------------------------------------------------------------------- loading

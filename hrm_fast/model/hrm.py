@@ -16,6 +16,12 @@ path the benchmarks compare against): the no-grad cycles and the bootstrap pass 
 traces), fp32 master weights are cast to the forward dtype once per segment instead of at every
 block call, and the bootstrap target-Q pass computes only what the Q head reads (no LM head, and
 its last block only at position 0).
+
+Pad-aware canvases (``model.pad_aware``, off by default; other semantics, eager only): each segment runs on the
+smallest k x k top-left window of the C x C canvas (:func:`window_side`) that holds every row's non-PAD inputs and
+labels, plus the puzzle prefix. The carry stays full size; the window's positions are gathered (their RoPE /
+learned positions are those of the full canvas), updated and written back, so cells outside it are not attended
+to and keep their z in that segment, and their logits predict PAD (their labels are IGNORE).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from torch import nn
 
 from hrm_fast import ops
 from hrm_fast.config import ModelConfig
+from hrm_fast.data.encode import IGNORE_LABEL, PAD_ID
 from hrm_fast.model.layers import (
     Block,
     CastedEmbedding,
@@ -43,6 +50,24 @@ from hrm_fast.model.layers import (
 from hrm_fast.model.precision import dtype_of, no_grad_region
 
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
+
+
+def window_side(inputs: torch.Tensor, labels: torch.Tensor, canvas: int, step: int) -> int:
+    """Side k of the smallest top-left k x k window of a ``canvas`` x ``canvas`` board holding every row's cells
+    that are not PAD in ``inputs`` or not IGNORE in ``labels`` (both [B, canvas**2] int), rounded up to a multiple
+    of ``step`` and capped at ``canvas`` (at least 1 before rounding). One host read."""
+    needed = ((inputs != PAD_ID) | (labels != IGNORE_LABEL)).view(-1, canvas, canvas)
+    extent = torch.arange(1, canvas + 1, device=inputs.device)
+    side = torch.maximum((needed.any(2) * extent).amax(), (needed.any(1) * extent).amax())
+    return min(-(-max(int(side), 1) // step) * step, canvas)
+
+
+def window_positions(side: int, canvas: int, prefix_len: int, device: torch.device) -> torch.Tensor:
+    """int64 [prefix_len + side**2]: the prefix positions, then those of the window's cells (row-major) in the
+    full sequence (prefix + r * canvas + c for r, c < side)."""
+    cells = torch.arange(side, device=device)
+    grid = (cells[:, None] * canvas + cells[None, :]).reshape(-1) + prefix_len
+    return torch.cat((torch.arange(prefix_len, device=device), grid))
 
 
 # --------------------------------------------------------------------------- puzzle embedding
@@ -145,19 +170,27 @@ class HRMInner(nn.Module):
         args = (config.hidden_size, config.num_heads, config.intermediate_size, config.rms_norm_eps, config.dropout)
         return [Block(*args) for _ in range(n)]
 
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_vectors: torch.Tensor | None) -> torch.Tensor:
-        """inputs [B, seq_len] int, puzzle_vectors [B, ndim] -> x [B, prefix + seq_len, D] (forward dtype)."""
+    def input_embeddings(
+        self, inputs: torch.Tensor, puzzle_vectors: torch.Tensor | None, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """inputs [B, seq_len] int, puzzle_vectors [B, ndim] -> x [B, prefix + seq_len, D] (forward dtype).
+
+        ``positions`` (int64 [T'], :func:`window_positions`): only those positions -> [B, T', D]."""
+        if positions is not None:
+            inputs = inputs[:, positions[self.prefix_len :] - self.prefix_len]
         x = self.embed_tokens(inputs.to(torch.int32))
         if self.prefix_len:
             pad = self.prefix_len * self.hidden_size - puzzle_vectors.shape[-1]
             prefix = F.pad(puzzle_vectors, (0, pad)) if pad else puzzle_vectors
             x = torch.cat((prefix.view(-1, self.prefix_len, self.hidden_size), x), dim=-2)
         if self.config.pos_encodings == "learned":
-            x = 0.707106781 * (x + self.embed_pos.weight.to(self.forward_dtype))  # keeps the sum's variance
+            pos = self.embed_pos.weight if positions is None else self.embed_pos.weight[positions]
+            x = 0.707106781 * (x + pos.to(self.forward_dtype))  # keeps the sum's variance
         return self.embed_scale * x
 
     def forward(
-        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, q_only: bool = False, fast: bool = False
+        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, q_only: bool = False, fast: bool = False,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One segment of the recurrence with the 1-step gradient (H_cycles x L_cycles updates).
 
@@ -166,8 +199,9 @@ class HRMInner(nn.Module):
         and q [B, 2] fp32 (halt, continue).
         ``q_only``: only q is wanted: no logits (None); with ``fast``, the last H update computes position 0 only
         (the returned z_H is then [B, 1, D]). ``fast``: the no-grad cycles run in inference mode.
+        ``positions`` (int64 [T']): z_H, z_L, x hold only these positions (a pad-aware window); RoPE uses theirs.
         """
-        cos, sin = self.cos, self.sin
+        cos, sin = self.rope(positions)
         n_h, n_l = self.config.H_cycles, self.config.L_cycles
         with no_grad_region(fast):  # every update but the last L and the last H one
             for h_step in range(n_h):
@@ -180,6 +214,12 @@ class HRMInner(nn.Module):
         z_L = self.L_level(z_L, z_H + x, cos, sin)
         z_H = self.H_level(z_H, z_L, cos, sin, rows=1 if q_only and fast else None)
         return z_H, z_L, *self.heads(z_H, q_only)
+
+    def rope(self, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [T, head_dim] fp32, or their rows at ``positions``."""
+        if positions is None:
+            return self.cos, self.sin
+        return self.cos[positions], self.sin[positions]
 
     def heads(self, z_H: torch.Tensor, q_only: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(logits [B, seq_len, V] from the grid positions, None when ``q_only``; q [B, 2] fp32 from position 0)."""
@@ -230,6 +270,10 @@ class HRM(nn.Module):
             self.inner: HRMInner = TRMInner(config, vocab_size, seq_len)
         else:
             self.inner = HRMInner(config, vocab_size, seq_len)
+        self.canvas = math.isqrt(seq_len)
+        if config.pad_aware and self.canvas**2 != seq_len:
+            raise ValueError(f"model.pad_aware needs a square canvas; seq_len {seq_len} is not a square")
+        self.windows: dict[tuple[int, torch.device], torch.Tensor] = {}
         self.puzzle_emb = (
             PuzzleEmbedding(num_puzzle_identifiers, config.puzzle_emb_ndim, self.inner.forward_dtype)
             if config.puzzle_emb_ndim > 0
@@ -253,10 +297,29 @@ class HRM(nn.Module):
             },
         )
 
-    def embed(self, data: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The input embedding x [B, T, D] of ``data`` (tokens + puzzle prefix)."""
+    def embed(self, data: dict[str, torch.Tensor], positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The input embedding x [B, T, D] of ``data`` (tokens + puzzle prefix); [B, T', D] at ``positions``."""
         vectors = self.puzzle_emb(data["puzzle_identifiers"]) if self.puzzle_emb is not None else None
-        return self.inner.input_embeddings(data["inputs"], vectors)
+        return self.inner.input_embeddings(data["inputs"], vectors, positions)
+
+    def window(self, data: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """``model.pad_aware``: the positions (int64 [T']) of this segment's window of ``data``; None when it is the
+        whole canvas (the default path runs)."""
+        if torch.compiler.is_compiling():
+            raise RuntimeError("model.pad_aware=true runs eagerly (a host read per segment): use compile=false")
+        side = window_side(data["inputs"], data["labels"], self.canvas, self.config.pad_aware_step)
+        if side == self.canvas:
+            return None
+        key = (side, data["inputs"].device)
+        if key not in self.windows:
+            self.windows[key] = window_positions(side, self.canvas, self.inner.prefix_len, key[1])
+        return self.windows[key]
+
+    def full_logits(self, logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """A window's logits [B, side**2, V] -> [B, seq_len, V]; the cells outside it predict PAD (logit 1, else 0)."""
+        full = logits.new_zeros(logits.shape[0], self.seq_len, logits.shape[2])
+        full[..., PAD_ID] = 1
+        return full.index_copy(1, positions[self.inner.prefix_len :] - self.inner.prefix_len, logits)
 
     def forward(
         self,
@@ -291,12 +354,21 @@ class HRM(nn.Module):
         """Steps 2-4 of :meth:`forward` (after the reset)."""
         cfg = self.config
         data = carry.current_data
-        # 2. inner forward (1-step gradient)
-        x = self.embed(data)
-        z_H, z_L, logits, q = self.inner(carry.z_H, carry.z_L, x, fast=fast)
-        with torch.no_grad():
-            carry.z_H.copy_(z_H)
-            carry.z_L.copy_(z_L)
+        # 2. inner forward (1-step gradient); pad-aware: on the window's positions only
+        positions = self.window(data) if cfg.pad_aware else None
+        x = self.embed(data, positions)
+        if positions is None:
+            z_H, z_L, logits, q = self.inner(carry.z_H, carry.z_L, x, fast=fast)
+            with torch.no_grad():
+                carry.z_H.copy_(z_H)
+                carry.z_L.copy_(z_L)
+        else:
+            z_H, z_L, logits, q = self.inner(carry.z_H[:, positions], carry.z_L[:, positions], x, fast=fast,
+                                             positions=positions)
+            with torch.no_grad():
+                carry.z_H.index_copy_(1, positions, z_H)
+                carry.z_L.index_copy_(1, positions, z_L)
+            logits = self.full_logits(logits, positions)
         outputs = {"logits": logits, "q_halt_logits": q[:, 0], "q_continue_logits": q[:, 1]}
 
         # 3. step counters and halting (exploration draws come from torch's RNG on the device)
@@ -328,7 +400,8 @@ class HRM(nn.Module):
         # 4. bootstrap target for Q-continue: the next segment's Q values on the new carry, same data
         if explore and cfg.bootstrap_q:
             with no_grad_region(fast):
-                _, _, _, next_q = self.inner(carry.z_H, carry.z_L, x.detach(), q_only=True, fast=fast)
+                z = (carry.z_H, carry.z_L) if positions is None else (carry.z_H[:, positions], carry.z_L[:, positions])
+                _, _, _, next_q = self.inner(*z, x.detach(), q_only=True, fast=fast, positions=positions)
                 is_last = carry.steps >= cfg.halt_max_steps
                 target = torch.sigmoid(torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1])))
             # an inference-mode tensor cannot be saved for the BCE backward: one [B] copy makes it a normal one

@@ -64,14 +64,15 @@ class TRMInner(HRMInner):
         self.L_level.grad_checkpoint = config.grad_checkpoint
 
     def forward(
-        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, q_only: bool = False, fast: bool = False
+        self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, q_only: bool = False, fast: bool = False,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One TRM segment: H_cycles - 1 cycles without grad, then the last cycle with grad.
 
         z_H (y), z_L (z): [B, T, D] carry; x: [B, T, D] input embedding. Returns what :meth:`HRMInner.forward` does,
-        with the same ``q_only`` / ``fast``.
+        with the same ``q_only`` / ``fast`` / ``positions``.
         """
-        cos, sin = self.cos, self.sin
+        cos, sin = self.rope(positions)
         n_l = self.config.L_cycles
         with no_grad_region(fast):
             for _ in range(self.config.H_cycles - 1):
