@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "act_checks.h"
+#include "act_rule.h"
 
 namespace hrm_fast {
 namespace {
@@ -66,12 +67,7 @@ void act_halt_cpu(const at::Tensor& steps, const at::Tensor& halted, const at::T
   for (int64_t b = 0; b < steps.size(0); ++b) {
     const int32_t s = steps_p[b] + 1;
     steps_p[b] = s;
-    bool h = s >= max_steps;
-    if (use_q) {
-      const int32_t min_halt = draw[b] < prob ? min_steps[b] : 0;
-      h = (h || qh[b] > qc[b]) && s >= min_halt;
-    }
-    halted_p[b] = h;
+    halted_p[b] = act_halts(s, static_cast<int32_t>(max_steps), use_q, qh[b], qc[b], draw[b], min_steps[b], prob);
   }
 }
 

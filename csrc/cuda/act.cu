@@ -4,6 +4,7 @@
 // The reset is a pure byte copy, so the kernels are templated on the copy unit (1..16 bytes),
 // not on the tensor dtype: fp32, bf16, fp16 (and integer data rows) all share one code path.
 #include "act.h"
+#include "../act_rule.h"
 
 #include <initializer_list>
 
@@ -81,12 +82,7 @@ __global__ void halt_kernel(int32_t* __restrict__ steps, bool* __restrict__ halt
   if (b >= batch) return;
   const int32_t s = steps[b] + 1;
   steps[b] = s;
-  bool h = s >= max_steps;
-  if (use_q) {
-    const int32_t min_halt = explore_draw[b] < prob ? min_steps_draw[b] : 0;
-    h = (h || q_halt[b] > q_continue[b]) && s >= min_halt;
-  }
-  halted[b] = h;
+  halted[b] = act_halts(s, max_steps, use_q, q_halt[b], q_continue[b], explore_draw[b], min_steps_draw[b], prob);
 }
 
 template <typename T>
