@@ -1,2 +1,3 @@
-"""The model as the paper defines it: HRM (hrm.py), TRM (trm.py), their layers and the ACT loss. Imports only
-:mod:`hrm_fast.ops` and :mod:`hrm_fast.config`."""
+"""The model as the papers define it: HRM (hrm.py), TRM (trm.py), their layers, precision helpers and the ACT
+loss. Imports only :mod:`hrm_fast.ops`, :mod:`hrm_fast.config` and the token constants of
+:mod:`hrm_fast.data.encode`."""
