@@ -112,6 +112,15 @@ def all_reduce_(tensors: list[torch.Tensor], info: DistInfo | None) -> None:
         offset += n
 
 
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` concatenated along dim 0 (``t`` itself without an initialised multi-rank group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
 def all_reduce_sum(tensors: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
     """Sum a dict of scalar tensors over ranks (one collective); returns fp64 copies."""
     if not tensors:

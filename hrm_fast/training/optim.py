@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.optim import Optimizer
 
 from hrm_fast.config import TrainConfig
+from hrm_fast.distributed import all_gather_rows
 from hrm_fast.model.hrm import HRM, PuzzleEmbedding
 
 
@@ -167,23 +167,14 @@ class SparseSignSGD(Optimizer):
         self.embedding.local_weights.grad = None
         self.embedding.pending.clear()
 
-    @staticmethod
-    def _gather(t: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``t`` concatenated along dim 0 (``t`` itself on one rank)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return t
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
-
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201
         emb = self.embedding
         emb.stash_grad()
         if not emb.pending:
             return None
-        ids = self._gather(torch.cat([i for i, _ in emb.pending]))
-        grads = self._gather(torch.cat([g for _, g in emb.pending]))
+        ids = all_gather_rows(torch.cat([i for i, _ in emb.pending]))
+        grads = all_gather_rows(torch.cat([g for _, g in emb.pending]))
         emb.pending.clear()
         group = self.param_groups[0]
         sign_sgd_update(emb.weights, ids, grads, group["lr"], group["weight_decay"])

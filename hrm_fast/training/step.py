@@ -211,7 +211,7 @@ class TrainStep:
                 if self.emb is not None:
                     ids, sign_grads = self.stash_ids, self.stash_grads
                     if self.ranks > 1:
-                        ids, sign_grads = SparseSignSGD._gather(ids), SparseSignSGD._gather(sign_grads)
+                        ids, sign_grads = D.all_gather_rows(ids), D.all_gather_rows(sign_grads)
                     sign_sgd_update(self.emb.weights, ids, sign_grads, lr, entry[2])
                 continue
             _, _, idx, params, steps, m, v, (betas, wd, eps) = entry
