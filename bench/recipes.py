@@ -10,7 +10,9 @@ ARC Prize = "The Hidden Drivers of HRM's Performance on ARC-AGI" (arcprize.org b
 augmentations about as good as 1000; the outer refinement loop, i.e. ACT segments, the main driver);
 TRM = Jolicoeur-Martineau 2025, "Less is More: Recursive Reasoning with Tiny Networks" (arXiv
 2510.04871: one forward pass per step without the Q-continue target); mdlARC = github.com/mvakde/mdlARC
-(a plain transformer, far fewer augmentations, larger learning rates, no padding tokens).
+(a plain transformer, far fewer augmentations, larger learning rates, no padding tokens, NorMuon);
+Muon = K. Jordan 2024 (kellerjordan.github.io/posts/muon) and Liu et al. 2025, "Muon is Scalable for LLM
+Training" (arXiv 2502.16982: the update scaled to AdamW's RMS, so it takes AdamW's learning rate).
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "halt on q_halt > 0, 16 puzzle-prefix tokens; EMA of the weights measured, with decay 0.99 instead of "
            "TRM's 0.999 because these budgets are a few hundred steps (a 0.999 average would still be ~80% the "
            "initial weights); 1.8x the FLOPs of a baseline step, so fewer steps"),
+    Recipe("muon", ("train.matrix_optimizer=muon",), "Muon; mdlARC (NorMuon, a Muon variant)",
+           "the 16 attention/MLP weight matrices train with Muon (momentum orthogonalised by 5 Newton-Schulz steps, "
+           "update RMS matched to AdamW's, same lr 3e-4 and schedule); embeddings, heads and the puzzle table as "
+           "before. The Newton-Schulz steps are optimizer work the FLOP budget does not count (about 1 GFLOP per "
+           "step against the step's 30)"),
     Recipe("pad-aware", ("model.pad_aware=true",), "issue 12 (pad-aware canvases); mdlARC (no padding tokens)",
            "each segment runs on the smallest top-left window of the 10x10 canvas holding the batch's cells "
            "(side a multiple of 4): cells outside it are not attended to, keep their z and predict PAD; eager "

@@ -139,6 +139,10 @@ class TrainConfig(_Section):
     beta2: float = Field(0.95, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.1, ge=0.0)
     optimizer: Literal["adam_atan2", "adamw"] = "adam_atan2"
+    matrix_optimizer: Literal["none", "muon"] = Field(
+        "none", description="muon: the blocks' 2-D weights train with Muon (torch.optim.Muon's update, Nesterov 0.95, "
+        "5 Newton-Schulz steps, its RMS matched to AdamW's so it takes train.lr and its schedule; "
+        "arXiv 2502.16982), the other weights with train.optimizer")
     puzzle_emb_lr: float = Field(1e-2, ge=0.0)
     puzzle_emb_weight_decay: float = Field(0.1, ge=0.0)
     grad_clip: float | None = Field(None, gt=0)

@@ -124,6 +124,24 @@ def test_sigterm_then_resume_auto_continues_exactly(tiny_data, reference_run, tm
     _assert_same_run(run, weights, reference_run)
 
 
+def test_muon_run_killed_then_resumed_continues_exactly(tiny_data, tmp_path):
+    """train.matrix_optimizer=muon: the Muon momentum buffers are checkpointed, so a run SIGKILLed in step 5
+    and resumed from its step-3 checkpoint ends with the uninterrupted run's losses and weights."""
+    args = TINY_RUN + [f"data.path={tiny_data}", "train.max_steps=6", "checkpoint.every=3",
+                       "train.matrix_optimizer=muon"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    res = _run(args + [f"run.dir={full}"], HRM_FAST_TEST_DUMP_WEIGHTS=str(tmp_path / "w_full"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = torch.load(full / "last" / "state.pt", weights_only=True)
+    assert len(state["optimizers"]) == 3 and state["optimizers"][2]["state"]  # sign-SGD, Adam, Muon
+    res = _run(args + [f"run.dir={cut}"], HRM_FAST_TEST_KILL_AT="step5")
+    assert res.returncode == -signal.SIGKILL
+    res = _run(args + [f"run.dir={cut}", "run.resume=auto"], HRM_FAST_TEST_DUMP_WEIGHTS=str(tmp_path / "w_cut"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "at step 3" in res.stdout
+    _assert_same_run(cut, tmp_path / "w_cut", (full, tmp_path / "w_full"))
+
+
 def test_nan_in_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     from hrm_fast.checkpoint import load_checkpoint, load_training_state
 

@@ -12,7 +12,17 @@ import torch.multiprocessing as mp
 
 from hrm_fast.config import ModelConfig, TrainConfig
 from hrm_fast.model.hrm import HRM, PuzzleEmbedding
-from hrm_fast.training.optim import AdamATan2, AdamW, SparseSignSGD, build_optimizers, lr_at, set_lr
+from hrm_fast.training.optim import (
+    AdamATan2,
+    AdamW,
+    Muon,
+    SparseSignSGD,
+    build_optimizers,
+    lr_at,
+    matrix_parameters,
+    orthogonalize,
+    set_lr,
+)
 
 
 def test_adam_atan2_matches_hand_computation():
@@ -65,6 +75,46 @@ def test_adamw_update_follows_torch_adamw():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="amsgrad"):
         AdamW([torch.zeros(1, requires_grad=True)], amsgrad=True)
+
+
+def test_orthogonalize_flattens_the_spectrum_of_wide_and_tall_matrices():
+    torch.manual_seed(0)
+    for shape in [(8, 32), (32, 8)]:
+        g = torch.randn(shape) * torch.logspace(-1, 0, shape[1])  # singular values spread over 10x and more
+        s = torch.linalg.svdvals(orthogonalize(g).float())
+        assert s.shape == (8,) and 0.5 < s.min() and s.max() < 1.5, s
+        u, _, vh = torch.linalg.svd(g, full_matrices=False)
+        assert torch.nn.functional.cosine_similarity(orthogonalize(g).float().flatten(), (u @ vh).flatten(),
+                                                     dim=0) > 0.9  # near the orthogonal factor U V^T
+
+
+def test_muon_update_follows_torch_muon():
+    """Our Muon (one update function for step() and the compiled step) against torch.optim.Muon with the
+    AdamW-matched lr scale, 5 steps of a wide and a tall matrix with a changing lr; also a 0-d tensor lr."""
+    torch.manual_seed(0)
+    start = [torch.randn(6, 16), torch.randn(24, 6)]
+    ours = [t.clone().requires_grad_() for t in start]
+    theirs = [t.clone().requires_grad_() for t in start]
+    tensor_lr = [t.clone().requires_grad_() for t in start]
+    a = Muon(ours, lr=0.01, weight_decay=0.1)
+    b = torch.optim.Muon(theirs, lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    lr_buffer = torch.zeros(())
+    c = Muon(tensor_lr, lr=lr_buffer, weight_decay=0.1)
+    for step in range(5):
+        grads = [torch.randn_like(t) for t in start]
+        for p, q, r, g in zip(ours, theirs, tensor_lr, grads):
+            p.grad, q.grad, r.grad = g.clone(), g.clone(), g.clone()
+        for group in (*a.param_groups, *b.param_groups):
+            group["lr"] = 0.01 * (step + 1)
+        lr_buffer.fill_(0.01 * (step + 1))
+        a.step()
+        b.step()
+        c.step()
+    for p, q, r, s in zip(ours, theirs, tensor_lr, start):
+        assert not torch.equal(p, s)
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r, q, rtol=1e-5, atol=1e-6)
+        assert set(a.state[p]) == set(b.state[q]) == {"momentum_buffer"}
 
 
 def test_sparse_signsgd_updates_only_batch_rows_with_summed_sign():
@@ -144,3 +194,12 @@ def test_build_optimizers_order_groups_and_set_lr():
     assert main.param_groups[0]["lr"] == pytest.approx(5e-4) and sign.param_groups[0]["lr"] == pytest.approx(5e-3)
     _, adamw = build_optimizers(model, cfg.model_copy(update={"optimizer": "adamw"}))
     assert isinstance(adamw, torch.optim.AdamW)
+    sign, main, muon = build_optimizers(model, cfg.model_copy(update={"matrix_optimizer": "muon"}))
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_muon = [names[id(p)] for g in muon.param_groups for p in g["params"]]
+    in_adam = [names[id(p)] for g in main.param_groups for p in g["params"]]
+    assert isinstance(muon, Muon) and len(in_muon) == len(matrix_parameters(model)) == 8  # 2 blocks x 4 projections
+    assert all(".layers." in n for n in in_muon) and not any(".layers." in n for n in in_adam)
+    assert sorted(in_muon + in_adam) == sorted(names.values())
+    set_lr([sign, main, muon], 5, 100, cfg)
+    assert muon.param_groups[0]["lr"] == main.param_groups[0]["lr"] == pytest.approx(5e-4)

@@ -177,9 +177,10 @@ def test_cast_weights_once_reuses_one_copy_and_keeps_master_gradients():
 
 
 # --------------------------------------------------------------------------- the one-program steps
-@pytest.mark.parametrize(("optimizer", "clip", "accum"), [("adam_atan2", None, 1), ("adamw", 0.5, 2)])
-def test_train_step_eager_equals_the_plain_loop(optimizer, clip, accum):
-    tc = train_cfg(optimizer=optimizer, grad_clip=clip, grad_accum=accum)
+@pytest.mark.parametrize(("optimizer", "matrices", "clip", "accum"),
+                         [("adam_atan2", "none", None, 1), ("adamw", "none", 0.5, 2), ("adam_atan2", "muon", None, 1)])
+def test_train_step_eager_equals_the_plain_loop(optimizer, matrices, clip, accum):
+    tc = train_cfg(optimizer=optimizer, matrix_optimizer=matrices, grad_clip=clip, grad_accum=accum)
     a, b = make(), make()
     want = eager_loop(a, tc, 4, accum)
     got = step_loop(b, tc, 4, accum, compile=False)
@@ -192,9 +193,10 @@ def small(**kw) -> HRM:  # few unrolled blocks: keeps the CPU compile short
     return make(H_layers=1, L_layers=1, H_cycles=1, L_cycles=2, **kw)
 
 
-def test_compiled_train_step_has_no_graph_breaks():
+@pytest.mark.parametrize("matrices", ["none", "muon"])
+def test_compiled_train_step_has_no_graph_breaks(matrices):
     model = small().train()
-    tc = train_cfg(grad_clip=1.0)
+    tc = train_cfg(grad_clip=1.0, matrix_optimizer=matrices)
     step = TrainStep(model, build_optimizers(model, tc), [model.initial_carry(4)], loss_type="stablemax",
                      global_batch_size=4, grad_clip=1.0, compile=False)
     explore, min_steps = draws(4, 0)

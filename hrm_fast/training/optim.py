@@ -4,9 +4,12 @@
 - :class:`SparseSignSGD`: the puzzle-embedding table; for every row id in the batch (all ranks),
   w <- w (1 - lr wd) - lr sign(sum of that id's gradients). Rows not in the batch are untouched.
 - :class:`AdamW`: ``torch.optim.AdamW`` (amsgrad and maximize off) whose update is :func:`adam_update`.
-- :func:`build_optimizers`: [SparseSignSGD, AdamATan2 | AdamW] as HRM orders them.
+- :class:`Muon`: ``torch.optim.Muon`` (Nesterov, 5 Newton-Schulz steps, the update RMS matched to AdamW's)
+  whose update is :func:`muon_update`; ``train.matrix_optimizer=muon`` gives it the blocks' 2-D weights.
+- :func:`build_optimizers`: [SparseSignSGD, AdamATan2 | AdamW, Muon (opt-in)], HRM's order plus Muon.
 
-Each update is written once, as a function of tensors (:func:`adam_update`, :func:`sign_sgd_update`),
+Each update is written once, as a function of tensors (:func:`adam_update`, :func:`muon_update`,
+:func:`sign_sgd_update`),
 called both by the optimizers' ``step()`` and by the compiled training step
 (:class:`hrm_fast.training.step.TrainStep`), which passes the learning rate as a 0-d tensor (a CUDA graph
 cannot take a new Python float each step).
@@ -133,6 +136,85 @@ class AdamW(torch.optim.AdamW):
         return _adam_step(self, closure, atan2=False)
 
 
+# The quintic Newton-Schulz coefficients of K. Jordan's Muon (kellerjordan.github.io/posts/muon), torch.optim.Muon's.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+MUON_MOMENTUM = 0.95
+MUON_NS_STEPS = 5
+
+
+def orthogonalize(g: torch.Tensor, steps: int = MUON_NS_STEPS, eps: float = 1e-7) -> torch.Tensor:
+    """g [A, B] -> roughly U V^T of g = U S V^T ([A, B] bf16), by ``steps`` quintic Newton-Schulz iterations in bf16.
+
+    The singular values come out in about [0.7, 1.2], not exactly 1 (the coefficients trade accuracy for speed).
+    The iteration runs on the wide orientation, so its Gram matrix is min(A, B) square.
+    """
+    a, b, c = NS_COEFFICIENTS
+    x = g.bfloat16()
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def muon_update(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
+                lr: float | torch.Tensor, weight_decay: float, momentum: float = MUON_MOMENTUM,
+                ns_steps: int = MUON_NS_STEPS) -> None:
+    """One Muon update of 2-D parameters, in place (torch.optim.Muon with ``adjust_lr_fn="match_rms_adamw"``).
+
+    Per parameter p [A, B] with gradient g: buf <- lerp(buf, g, 1 - mu); u <- lerp(g, buf, mu) (Nesterov);
+    p <- p (1 - lr wd) - lr * 0.2 sqrt(max(A, B)) * orthogonalize(u). The 0.2 sqrt(max(A, B)) factor gives the
+    update the RMS of a typical AdamW update (Liu et al. 2025, "Muon is Scalable for LLM Training",
+    arXiv 2502.16982), so Muon takes the Adam learning rate and schedule. ``lr`` may be a 0-d tensor.
+    """
+    torch._foreach_lerp_(momentum_buffers, grads, 1 - momentum)
+    for p, g, buf in zip(params, grads, momentum_buffers):
+        u = orthogonalize(g.lerp(buf, momentum), ns_steps).to(p.dtype)
+        p.mul_(1 - lr * weight_decay)
+        p.sub_(u * (lr * (0.2 * math.sqrt(max(p.shape)))))
+
+
+def muon_state(opt: Optimizer, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``opt.state[p]`` of a :class:`Muon`, created as its first step would (``momentum_buffer`` zeros)."""
+    st = opt.state[p]
+    if not st:
+        st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return st
+
+
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` (same state layout) with Nesterov momentum 0.95, 5 Newton-Schulz steps and the
+    AdamW-matched learning-rate scale, whose step is :func:`muon_update` (so ``lr`` may be a 0-d tensor)."""
+
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], lr: float | torch.Tensor = 1e-3,
+                 weight_decay: float = 0.1) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM, nesterov=True,
+                         ns_steps=MUON_NS_STEPS, adjust_lr_fn="match_rms_adamw")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                muon_update(params, [p.grad for p in params], [muon_state(self, p)["momentum_buffer"] for p in params],
+                            group["lr"], group["weight_decay"])
+        return loss
+
+
+def matrix_parameters(model: HRM) -> list[torch.Tensor]:
+    """The trainable 2-D weights inside the blocks (attention and MLP projections), Muon's share.
+
+    Token embedding, LM head and Q head stay with Adam, as Muon's authors advise for input and output layers."""
+    return [p for name, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and ".layers." in name]
+
+
 def sign_sgd_update(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float | torch.Tensor,
                     weight_decay: float) -> None:
     """SparseSignSGD's update, in place: ids [N] int, grads [N, ndim] (all ranks' rows).
@@ -182,21 +264,26 @@ class SparseSignSGD(Optimizer):
 
 
 def build_optimizers(model: HRM, train_cfg: TrainConfig) -> list[Optimizer]:
-    """[SparseSignSGD for the puzzle table (if any), AdamATan2 or AdamW for every Parameter].
+    """[SparseSignSGD for the puzzle table (if any), AdamATan2 or AdamW, Muon (``train.matrix_optimizer=muon``)].
 
-    Weight decay applies to every Parameter (as HRM). Each group stores ``base_lr`` for :func:`set_lr`.
+    Adam gets every trainable Parameter, or with Muon all but :func:`matrix_parameters`, which Muon gets at the
+    same ``train.lr`` and weight decay. Weight decay applies to every Parameter (as HRM). Each group stores
+    ``base_lr`` for :func:`set_lr`.
     """
     optimizers: list[Optimizer] = []
     if model.puzzle_emb is not None:
         optimizers.append(
             SparseSignSGD(model.puzzle_emb, lr=train_cfg.puzzle_emb_lr, weight_decay=train_cfg.puzzle_emb_weight_decay)
         )
-    params = [p for p in model.parameters() if p.requires_grad]
+    matrices = matrix_parameters(model) if train_cfg.matrix_optimizer == "muon" else []
+    params = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
     betas = (train_cfg.beta1, train_cfg.beta2)
     if train_cfg.optimizer == "adam_atan2":
         optimizers.append(AdamATan2(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
     else:
         optimizers.append(AdamW(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
+    if matrices:
+        optimizers.append(Muon(matrices, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay))
     for opt in optimizers:
         for group in opt.param_groups:
             group["base_lr"] = group["lr"]

@@ -41,9 +41,12 @@ from hrm_fast.training.ema import EMA
 from hrm_fast.training.optim import (
     AdamATan2,
     AdamW,
+    Muon,
     SparseSignSGD,
     adam_state,
     adam_update,
+    muon_state,
+    muon_update,
     sign_sgd_update,
 )
 
@@ -151,9 +154,13 @@ class TrainStep:
                              None if isinstance(opt, AdamATan2) else float(group["eps"]))
                     plan.append(("adam", k, [index[id(p)] for p in params], params, [st["step"] for st in states],
                                  [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states], hyper))
+                elif isinstance(opt, Muon):
+                    params = [p for p in group["params"] if id(p) in index]
+                    plan.append(("muon", k, [index[id(p)] for p in params], params,
+                                 [muon_state(opt, p)["momentum_buffer"] for p in params], float(group["weight_decay"])))
                 else:
                     raise ValueError(f"TrainStep: unsupported optimizer {type(opt).__name__} (hrm_fast.training.optim "
-                                     "has AdamATan2, AdamW and SparseSignSGD)")
+                                     "has AdamATan2, AdamW, Muon and SparseSignSGD)")
                 k += 1
         return plan
 
@@ -213,6 +220,11 @@ class TrainStep:
                     if self.ranks > 1:
                         ids, sign_grads = D.all_gather_rows(ids), D.all_gather_rows(sign_grads)
                     sign_sgd_update(self.emb.weights, ids, sign_grads, lr, entry[2])
+                continue
+            if kind == "muon":
+                _, _, idx, params, bufs, wd = entry
+                if params:
+                    muon_update(params, [grads[i] for i in idx], bufs, lr, wd)
                 continue
             _, _, idx, params, steps, m, v, (betas, wd, eps) = entry
             if not params:
