@@ -3,8 +3,8 @@
 :class:`TrainStep` runs, for every micro-batch slot, the ACT update (halted rows take the new batch's
 rows), the inner forward, the loss and its gradient; then, with several ranks, the gradient all-reduce
 and the puzzle-gradient gather; the gradient norm (and clipping); the optimizer updates of every
-parameter group (:mod:`hrm_fast.training.optim`: AdamATan2 or AdamW for the weights, sparse SignSGD
-for the puzzle table), and the EMA of the weights.
+parameter group (:mod:`hrm_fast.training.optim`: AdamATan2 or AdamW for the weights, opt-in Muon for the
+blocks' matrices, sparse SignSGD for the puzzle table), and the EMA of the weights.
 
 How it runs:
 - ``compile=False``: eagerly; the learning rates are the param groups' Python floats, so the updates are
