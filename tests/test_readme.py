@@ -86,6 +86,11 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.info preset=trm-paper": (
         "test", "tests/test_model_trm.py::test_info_prints_trm_parameters_and_flops"),
     "python -m train.run preset=trm-4090": ("run", *TRM_ON_CPU),
+    "python -m train.run preset=cpu-small": ("run", "data.path=data/small", "train.max_steps=2", "eval.every=2",
+                                             "checkpoint.every=2", "run.dir=runs/small"),
+    "python -m hrm_fast.info preset=hrm-4090": (
+        "test", "tests/test_config.py::test_hrm_4090_fits_the_seed_budget_and_draws_each_view_as_cpu_small"),
+    "python -m train.run preset=hrm-4090": ("run", *SEED_ON_CPU[:-1], "run.dir=runs/hrm4090"),
     "python -m hrm_fast.checkpoint import-trm step_N --trm-config all_config.yaml --out checkpoints/trm": (
         "test", "tests/test_model_trm.py::test_trm_layout_export_reimports_to_identical_outputs"),
     "python -m bench.test_trm_step --rounds 5": ("run", "--impl", "hrm", "trm", "--rounds", "1"),
@@ -211,6 +216,8 @@ def test_data_and_training_commands_in_readme_order(scratch):
     assert (scratch / "runs/ddp/last/model.safetensors").exists()
     assert (scratch / "runs/seed/last/model.safetensors").exists()
     assert (scratch / "runs/trm/last/ema.safetensors").exists()
+    assert (scratch / "runs/small/last/model.safetensors").exists()
+    assert (scratch / "runs/hrm4090/last/model.safetensors").exists()
     assert (scratch / "runs/prof/profile/trace.json").exists() and (scratch / "runs/nsys/last").exists()
 
 
