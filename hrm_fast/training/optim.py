@@ -82,13 +82,18 @@ def adam_state(opt: Optimizer, p: torch.Tensor) -> dict[str, torch.Tensor]:
     return st
 
 
+def _closure_loss(closure: Callable[[], Any] | None) -> Any:
+    """The optimizer-``step`` convention: re-evaluate the loss with grad enabled if a closure is given."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 @torch.no_grad()
 def _adam_step(opt: Optimizer, closure: Callable[[], Any] | None, atan2: bool) -> Any:
     """``step()`` of :class:`AdamATan2` / :class:`AdamW`: :func:`adam_update` on the params that have a gradient."""
-    loss = None
-    if closure is not None:
-        with torch.enable_grad():
-            loss = closure()
+    loss = _closure_loss(closure)
     for group in opt.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
@@ -196,10 +201,7 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if params:
@@ -276,7 +278,8 @@ def build_optimizers(model: HRM, train_cfg: TrainConfig) -> list[Optimizer]:
             SparseSignSGD(model.puzzle_emb, lr=train_cfg.puzzle_emb_lr, weight_decay=train_cfg.puzzle_emb_weight_decay)
         )
     matrices = matrix_parameters(model) if train_cfg.matrix_optimizer == "muon" else []
-    params = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in matrices)]
+    to_muon = {id(p) for p in matrices}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in to_muon]
     betas = (train_cfg.beta1, train_cfg.beta2)
     if train_cfg.optimizer == "adam_atan2":
         optimizers.append(AdamATan2(params, lr=train_cfg.lr, betas=betas, weight_decay=train_cfg.weight_decay))
