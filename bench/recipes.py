@@ -51,6 +51,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("aug-1", ("data.num_aug=1",), "aug-2's gain over aug-4 at 1e14 FLOP, one step further; mdlARC",
            "1 instead of 16 augmented copies per task: 2 views per test input instead of 17, each drawn ~8.5x more "
            "often; with 2 views pass@2 submits both views' answers, so voting does not change it"),
+    Recipe("aug-2-no-bootstrap", ("data.num_aug=2", "model.bootstrap_q=false"),
+           "aug-2 (best at 1e14 FLOP) with no-bootstrap's cheaper steps (TRM)",
+           "aug-2's data with no target-Q pass: 1.6x the steps per FLOP over 3 views per test input; tests whether "
+           "the two levers add up"),
     Recipe("aug-64", ("data.num_aug=64",), "HRM (1000 augmentations); ARC Prize (~300 suffice)",
            "64 augmented copies per task (more diverse data, each seen less often); 65 views per test input"),
     Recipe("lr-1e-3", ("train.lr=1e-3",), "mdlARC (larger learning rates for small models)",
