@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from hrm_fast.config import ConfigError
 
 BASE_PRESET = "cpu-tiny"
-# The recipe the cpu-small preset (and, scaled up, hrm-4090) is made from: the best at 1e14 FLOP when the presets
-# were made. aug-2-no-bootstrap has since measured better (docs/learning, seventh measurement); not moved yet.
-BEST_RECIPE = "aug-2"
+# The recipe the cpu-small preset (and, scaled up, hrm-4090) is made from: the best measured at 1e14 FLOP on val
+# (docs/learning, seventh measurement); the presets were aug-2 before it.
+BEST_RECIPE = "aug-2-no-bootstrap"
 
 
 @dataclass(frozen=True)
