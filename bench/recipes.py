@@ -83,9 +83,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "before. The Newton-Schulz steps are optimizer work the FLOP budget does not count (about 1 GFLOP per "
            "step against the step's 30)"),
     Recipe("pad-aware", ("model.pad_aware=true",), "issue 12 (pad-aware canvases); mdlARC (no padding tokens)",
-           "each segment runs on the smallest top-left window of the 10x10 canvas holding the batch's cells "
-           "(side a multiple of 4): cells outside it are not attended to, keep their z and predict PAD; eager "
-           "only. The FLOP budget counts the full canvas (hrm_fast.flops does not see the window), so it gets "
+           "each segment runs every row on a k x k window of the 10x10 canvas over its own cells (k the batch's "
+           "largest box, a multiple of 4): cells outside it are not attended to, keep their z and predict PAD; "
+           "eager only. The FLOP budget counts the full canvas (hrm_fast.flops does not see the window), so it gets "
            "the baseline's steps and any saving shows only in wall time"),
 )}
 

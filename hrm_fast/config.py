@@ -71,10 +71,11 @@ class ModelConfig(_Section):
     grad_checkpoint: bool = Field(False, description="recompute the with-grad blocks in backward")
     ops: Literal["auto", "reference", "triton"] = "auto"
     pad_aware: bool = Field(
-        False, description="each ACT segment runs on the smallest k x k top-left window of the canvas (k a multiple "
-        "of pad_aware_step, at most the canvas) holding every row's non-PAD inputs and labels, plus the puzzle prefix; "
-        "cells keep their 2-D positions. Cells outside the window are not attended to, keep their z in that segment "
-        "and predict PAD (their labels are ignored anyway). Eager only (compile=false); not with mlp_t")
+        False, description="each ACT segment runs every row on a k x k window of the canvas over that row's non-PAD "
+        "inputs and labels (k the batch's largest bounding box, a multiple of pad_aware_step, at most the canvas), "
+        "plus the puzzle prefix; cells keep their 2-D positions. Cells outside a row's window are not attended to, "
+        "keep their z in that segment and predict PAD (their labels are ignored anyway). Eager only "
+        "(compile=false); not with mlp_t. data.bucket_batches makes the batches' windows smaller")
     pad_aware_step: int = Field(4, ge=1, description="pad_aware: the window side is rounded up to a multiple of this")
 
     @model_validator(mode="after")
@@ -121,6 +122,9 @@ class DataConfig(_Section):
     subset: int | None = Field(None, ge=1, description="use only the first N tasks of each source")
     seed: int = 42
     workers: int = Field(1, ge=0)
+    bucket_batches: int = Field(
+        0, ge=0, description="regroup the rows of every N consecutive training batches by grid size (bounding-box "
+        "side; with model.pad_aware each batch's window is then small); 0 = HRM's order")
 
     @property
     def seq_len(self) -> int:

@@ -94,7 +94,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "python -m hrm_fast.checkpoint import-trm step_N --trm-config all_config.yaml --out checkpoints/trm": (
         "test", "tests/test_model_trm.py::test_trm_layout_export_reimports_to_identical_outputs"),
     "python -m bench.test_trm_step --rounds 5": ("run", "--impl", "hrm", "trm", "--rounds", "1"),
-    "python -m bench.test_pad_aware --rounds 5": ("run", "--rows", "1", "--rounds", "1"),
+    "python -m bench.test_pad_aware --rounds 16": ("run", "--rows", "1", "--rounds", "1"),
+    "python -m bench.test_pad_aware --sides": ("run", "--sides"),
     "python -m hrm_fast.export runs/<run>/best --format onnx --out export/onnx": ("test", EXPORT_ONNX),
     "python -m hrm_fast.export runs/<run>/best --format pt2 --puzzles none --out export/pt2": (
         "test", "tests/test_export.py::test_pt2_puzzles_none_fed_the_right_row_equals_full_model"),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from hrm_fast.data.boxes import box_sides
 from hrm_fast.data.encode import IGNORE_LABEL
 from hrm_fast.data.sources import DataError
 from hrm_fast.data.writer import SplitSizes
@@ -166,6 +167,12 @@ class TrainSampler:
     ``[rank * B, (rank + 1) * B)``, B = global_batch_size // world_size, so no example is on two ranks
     in one step. Batches are as in ``PuzzleDataset.batch`` (labels -100 at ignored positions).
     ``state_dict()`` after a batch, restored with ``load_state_dict``, resumes right after it.
+
+    ``bucket_batches`` N > 1 (``data.bucket_batches``; not HRM's order): the rows of every N consecutive global
+    batches of the plan are regrouped by the side of their bounding box (:func:`hrm_fast.data.boxes.box_sides`),
+    ascending in even pools and descending in odd ones, so that neighbouring batches hold grids of similar size
+    (pad-aware windows are then small). Each iteration still draws the same examples; a puzzle's examples may
+    land in different batches of the pool.
     """
 
     def __init__(
@@ -176,6 +183,7 @@ class TrainSampler:
         world_size: int = 1,
         seed: int = 0,
         epochs_per_iteration: int = 1,
+        bucket_batches: int = 0,
     ) -> None:
         if global_batch_size % world_size:
             raise ValueError(f"global_batch_size {global_batch_size} is not divisible by world_size {world_size}")
@@ -184,6 +192,7 @@ class TrainSampler:
         self.dataset, self.global_batch_size = dataset, global_batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.epochs_per_iteration = epochs_per_iteration
+        self.bucket_batches = bucket_batches
         self.local_batch_size = global_batch_size // world_size
         self.iteration = 0  # iterations completed
         self.batch_in_iteration = 0  # batches of the current iteration already yielded
@@ -219,8 +228,21 @@ class TrainSampler:
             if batch_starts
             else np.zeros((0, gbs), dtype=np.int64)
         )
+        if self.bucket_batches > 1:
+            plan = self.bucketed(plan)
         self._plan_cache = (iteration, plan)
         return plan
+
+    def bucketed(self, plan: np.ndarray) -> np.ndarray:
+        """``plan`` [num_batches, gbs] with the rows of each pool of ``bucket_batches`` batches sorted by box side."""
+        out = plan.copy()
+        for pool, lo in enumerate(range(0, len(plan), self.bucket_batches)):
+            rows = plan[lo : lo + self.bucket_batches].reshape(-1)
+            batch = self.dataset.batch(rows)
+            sides = box_sides(batch["inputs"], batch["labels"], self.dataset.canvas).numpy()
+            order = np.argsort(sides if pool % 2 == 0 else -sides, kind="stable")
+            out[lo : lo + self.bucket_batches] = rows[order].reshape(-1, plan.shape[1])
+        return out
 
     @property
     def epoch(self) -> float:
@@ -251,10 +273,12 @@ class TrainSampler:
             "seed": self.seed,
             "global_batch_size": self.global_batch_size,
             "epochs_per_iteration": self.epochs_per_iteration,
+            "bucket_batches": self.bucket_batches,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        for key in ("seed", "global_batch_size", "epochs_per_iteration"):
+        state = {"bucket_batches": 0, **state}  # checkpoints from before data.bucket_batches
+        for key in ("seed", "global_batch_size", "epochs_per_iteration", "bucket_batches"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"sampler state has {key}={state[key]}, this sampler {getattr(self, key)}")
         self.iteration = int(state["iteration"])

@@ -17,11 +17,12 @@ traces), fp32 master weights are cast to the forward dtype once per segment inst
 block call, and the bootstrap target-Q pass computes only what the Q head reads (no LM head, and
 its last block only at position 0).
 
-Pad-aware canvases (``model.pad_aware``, off by default; other semantics, eager only): each segment runs on the
-smallest k x k top-left window of the C x C canvas (:func:`window_side`) that holds every row's non-PAD inputs and
-labels, plus the puzzle prefix. The carry stays full size; the window's positions are gathered (their RoPE /
-learned positions are those of the full canvas), updated and written back, so cells outside it are not attended
-to and keep their z in that segment, and their logits predict PAD (their labels are IGNORE).
+Pad-aware canvases (``model.pad_aware``, off by default; other semantics, eager only): each segment runs every row
+on a k x k window of the C x C canvas placed over that row's own cells (:func:`row_windows`: k is the batch's
+largest bounding box of non-PAD inputs and labels, bucketed), plus the puzzle prefix. The carry stays full size;
+each row's window positions are gathered (their RoPE / learned positions are those of the full canvas), updated and
+written back, so cells outside it are not attended to and keep their z in that segment, and their logits predict
+PAD (their labels are IGNORE).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from torch import nn
 
 from hrm_fast import ops
 from hrm_fast.config import ModelConfig
-from hrm_fast.data.encode import IGNORE_LABEL, PAD_ID
+from hrm_fast.data.boxes import bounding_boxes
+from hrm_fast.data.encode import PAD_ID
 from hrm_fast.model.layers import (
     Block,
     CastedEmbedding,
@@ -52,23 +54,37 @@ from hrm_fast.model.precision import dtype_of, no_grad_region
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
 
 
-def window_side(inputs: torch.Tensor, labels: torch.Tensor, canvas: int, step: int) -> int:
-    """Side k of the smallest top-left k x k window of a ``canvas`` x ``canvas`` board holding every row's cells
-    that are not PAD in ``inputs`` or not IGNORE in ``labels`` (both [B, canvas**2] int), rounded up to a multiple
-    of ``step`` and capped at ``canvas`` (at least 1 before rounding). One host read."""
-    needed = ((inputs != PAD_ID) | (labels != IGNORE_LABEL)).view(-1, canvas, canvas)
-    extent = torch.arange(1, canvas + 1, device=inputs.device)
-    side = torch.maximum((needed.any(2) * extent).amax(), (needed.any(1) * extent).amax())
-    return min(-(-max(int(side), 1) // step) * step, canvas)
+def row_windows(inputs: torch.Tensor, labels: torch.Tensor, canvas: int, step: int) -> tuple[int, torch.Tensor]:
+    """The pad-aware windows of a batch: side k and each row's window origin (int64 [B, 2]: row, column).
+
+    A row's box is the bounding box of its cells that are not PAD in ``inputs`` or not IGNORE in ``labels`` (both
+    [B, canvas**2] int). k is the largest box side in the batch (at least 1), rounded up to a multiple of ``step``
+    and capped at ``canvas``; a row's window starts at its box's top-left cell, moved up/left where the k x k window
+    would leave the canvas, so it always holds the box. One host read (k)."""
+    first, size = bounding_boxes(inputs, labels, canvas)
+    side = min(-(-max(int(size.amax()), 1) // step) * step, canvas)
+    return side, first.clamp(max=canvas - side)
 
 
-def window_positions(side: int, canvas: int, prefix_len: int, device: torch.device) -> torch.Tensor:
-    """int64 [prefix_len + side**2]: the prefix positions, then those of the window's cells (row-major) in the
-    full sequence (prefix + r * canvas + c for r, c < side)."""
-    cells = torch.arange(side, device=device)
-    grid = (cells[:, None] * canvas + cells[None, :]).reshape(-1) + prefix_len
-    return torch.cat((torch.arange(prefix_len, device=device), grid))
+def window_positions(side: int, canvas: int, prefix_len: int, origins: torch.Tensor) -> torch.Tensor:
+    """int64 [B, prefix_len + side**2]: per row, the prefix positions, then those of its window's cells (row-major)
+    in the full sequence (prefix + (r0 + r) * canvas + c0 + c for r, c < side; origins [B, 2] = (r0, c0))."""
+    cells = torch.arange(side, device=origins.device)
+    rows = origins[:, :1, None] + cells[:, None]  # [B, side, 1]
+    cols = origins[:, 1:, None] + cells[None, :]  # [B, 1, side]
+    grid = (rows * canvas + cols).reshape(origins.shape[0], -1) + prefix_len
+    prefix = torch.arange(prefix_len, device=origins.device).expand(origins.shape[0], -1)
+    return torch.cat((prefix, grid), 1)
 
+
+def gather_positions(z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """z [B, T, D] -> [B, T', D]: each row's entries at its ``positions`` [B, T']."""
+    return z.gather(1, positions[..., None].expand(-1, -1, z.shape[-1]))
+
+
+def scatter_positions(z: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> None:
+    """In place: z [B, T, D] at each row's ``positions`` [B, T'] <- values [B, T', D]."""
+    z.scatter_(1, positions[..., None].expand(-1, -1, z.shape[-1]), values)
 
 # --------------------------------------------------------------------------- puzzle embedding
 class PuzzleEmbedding(nn.Module):
@@ -175,9 +191,9 @@ class HRMInner(nn.Module):
     ) -> torch.Tensor:
         """inputs [B, seq_len] int, puzzle_vectors [B, ndim] -> x [B, prefix + seq_len, D] (forward dtype).
 
-        ``positions`` (int64 [T'], :func:`window_positions`): only those positions -> [B, T', D]."""
+        ``positions`` (int64 [B, T'], :func:`window_positions`): only each row's positions -> [B, T', D]."""
         if positions is not None:
-            inputs = inputs[:, positions[self.prefix_len :] - self.prefix_len]
+            inputs = inputs.gather(1, positions[:, self.prefix_len :] - self.prefix_len)
         x = self.embed_tokens(inputs.to(torch.int32))
         if self.prefix_len:
             pad = self.prefix_len * self.hidden_size - puzzle_vectors.shape[-1]
@@ -199,7 +215,8 @@ class HRMInner(nn.Module):
         and q [B, 2] fp32 (halt, continue).
         ``q_only``: only q is wanted: no logits (None); with ``fast``, the last H update computes position 0 only
         (the returned z_H is then [B, 1, D]). ``fast``: the no-grad cycles run in inference mode.
-        ``positions`` (int64 [T']): z_H, z_L, x hold only these positions (a pad-aware window); RoPE uses theirs.
+        ``positions`` (int64 [B, T']): z_H, z_L, x hold only each row's positions (a pad-aware window); RoPE uses
+        theirs.
         """
         cos, sin = self.rope(positions)
         n_h, n_l = self.config.H_cycles, self.config.L_cycles
@@ -216,7 +233,7 @@ class HRMInner(nn.Module):
         return z_H, z_L, *self.heads(z_H, q_only)
 
     def rope(self, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [T, head_dim] fp32, or their rows at ``positions``."""
+        """cos, sin [T, head_dim] fp32, or [B, T', head_dim]: their rows at ``positions`` [B, T']."""
         if positions is None:
             return self.cos, self.sin
         return self.cos[positions], self.sin[positions]
@@ -273,7 +290,6 @@ class HRM(nn.Module):
         self.canvas = math.isqrt(seq_len)
         if config.pad_aware and self.canvas**2 != seq_len:
             raise ValueError(f"model.pad_aware needs a square canvas; seq_len {seq_len} is not a square")
-        self.windows: dict[tuple[int, torch.device], torch.Tensor] = {}
         self.puzzle_emb = (
             PuzzleEmbedding(num_puzzle_identifiers, config.puzzle_emb_ndim, self.inner.forward_dtype)
             if config.puzzle_emb_ndim > 0
@@ -303,23 +319,21 @@ class HRM(nn.Module):
         return self.inner.input_embeddings(data["inputs"], vectors, positions)
 
     def window(self, data: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """``model.pad_aware``: the positions (int64 [T']) of this segment's window of ``data``; None when it is the
-        whole canvas (the default path runs)."""
+        """``model.pad_aware``: each row's positions (int64 [B, T']) in this segment's windows of ``data``; None when
+        the window is the whole canvas (the default path runs)."""
         if torch.compiler.is_compiling():
             raise RuntimeError("model.pad_aware=true runs eagerly (a host read per segment): use compile=false")
-        side = window_side(data["inputs"], data["labels"], self.canvas, self.config.pad_aware_step)
+        side, origins = row_windows(data["inputs"], data["labels"], self.canvas, self.config.pad_aware_step)
         if side == self.canvas:
             return None
-        key = (side, data["inputs"].device)
-        if key not in self.windows:
-            self.windows[key] = window_positions(side, self.canvas, self.inner.prefix_len, key[1])
-        return self.windows[key]
+        return window_positions(side, self.canvas, self.inner.prefix_len, origins)
 
     def full_logits(self, logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """A window's logits [B, side**2, V] -> [B, seq_len, V]; the cells outside it predict PAD (logit 1, else 0)."""
+        """Windows' logits [B, side**2, V] -> [B, seq_len, V]; the cells outside them predict PAD (logit 1, else 0)."""
         full = logits.new_zeros(logits.shape[0], self.seq_len, logits.shape[2])
         full[..., PAD_ID] = 1
-        return full.index_copy(1, positions[self.inner.prefix_len :] - self.inner.prefix_len, logits)
+        cells = positions[:, self.inner.prefix_len :] - self.inner.prefix_len
+        return full.scatter(1, cells[..., None].expand(-1, -1, logits.shape[2]), logits)
 
     def forward(
         self,
@@ -363,11 +377,11 @@ class HRM(nn.Module):
                 carry.z_H.copy_(z_H)
                 carry.z_L.copy_(z_L)
         else:
-            z_H, z_L, logits, q = self.inner(carry.z_H[:, positions], carry.z_L[:, positions], x, fast=fast,
-                                             positions=positions)
+            z_H, z_L, logits, q = self.inner(gather_positions(carry.z_H, positions),
+                                             gather_positions(carry.z_L, positions), x, fast=fast, positions=positions)
             with torch.no_grad():
-                carry.z_H.index_copy_(1, positions, z_H)
-                carry.z_L.index_copy_(1, positions, z_L)
+                scatter_positions(carry.z_H, positions, z_H)
+                scatter_positions(carry.z_L, positions, z_L)
             logits = self.full_logits(logits, positions)
         outputs = {"logits": logits, "q_halt_logits": q[:, 0], "q_continue_logits": q[:, 1]}
 
@@ -400,7 +414,8 @@ class HRM(nn.Module):
         # 4. bootstrap target for Q-continue: the next segment's Q values on the new carry, same data
         if explore and cfg.bootstrap_q:
             with no_grad_region(fast):
-                z = (carry.z_H, carry.z_L) if positions is None else (carry.z_H[:, positions], carry.z_L[:, positions])
+                z = (carry.z_H, carry.z_L) if positions is None else (
+                    gather_positions(carry.z_H, positions), gather_positions(carry.z_L, positions))
                 _, _, _, next_q = self.inner(*z, x.detach(), q_only=True, fast=fast, positions=positions)
                 is_last = carry.steps >= cfg.halt_max_steps
                 target = torch.sigmoid(torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1])))

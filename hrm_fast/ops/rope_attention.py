@@ -23,7 +23,7 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x [B, S, H, Dh] by cos/sin [S, Dh] (fp32, frequencies duplicated [f, f]).
+    """Rotate x [B, S, H, Dh] by cos/sin [S, Dh] or per row [B, S, Dh] (fp32, frequencies duplicated [f, f]).
 
     Computed in the dtype of cos (fp32) and cast back to x's dtype, as HRM does.
     """
@@ -36,7 +36,8 @@ def reference(qkv: Tensor, cos: Tensor, sin: Tensor, num_heads: int, kv: Tensor 
     """Pure-PyTorch twin, in the dtypes of the original HRM.
 
     qkv: [B, S, 3 * H * Dh] packed projection output (q heads, then k heads, then v heads); cos, sin:
-    [S, Dh] fp32. Returns [B, S, H * Dh] in qkv's dtype; softmax scale 1/sqrt(Dh). With ``kv``
+    [S, Dh] fp32, or [B, S, Dh] (each row's own positions: pad-aware windows). Returns [B, S, H * Dh] in qkv's
+    dtype; softmax scale 1/sqrt(Dh). With ``kv``
     [B, S, 2 * H * Dh] (k heads, then v heads), ``qkv`` holds only the queries [B, R, H * Dh] of the
     first R <= S positions and the result is [B, R, H * Dh].
     """
@@ -47,7 +48,7 @@ def reference(qkv: Tensor, cos: Tensor, sin: Tensor, num_heads: int, kv: Tensor 
         q, kv = apply_rope(qkv[:, :, :num_heads], cos, sin), qkv[:, :, num_heads:]
     else:
         head_dim = width // num_heads
-        q = apply_rope(qkv.view(batch, rows, num_heads, head_dim), cos[:rows], sin[:rows])
+        q = apply_rope(qkv.view(batch, rows, num_heads, head_dim), cos[..., :rows, :], sin[..., :rows, :])
         kv = kv.view(batch, kv.shape[1], 2 * num_heads, head_dim)
     k = apply_rope(kv[:, :, :num_heads], cos, sin)
     v = kv[:, :, num_heads:]
@@ -107,9 +108,9 @@ def fused(qkv: Tensor, cos: Tensor, sin: Tensor, num_heads: int) -> Tensor:
 def rope_attention(qkv: Tensor, cos: Tensor, sin: Tensor, num_heads: int, kv: Tensor | None = None) -> Tensor:
     """qkv [B, S, 3*H*Dh], cos/sin [S, Dh] fp32 -> [B, S, H*Dh]; RoPE on q, k then non-causal attention.
 
-    With ``kv`` (first-rows form, see :func:`reference`) the reference always runs: the kernel reads the
-    packed qkv of every position.
+    With ``kv`` (first-rows form, see :func:`reference`) or per-row cos/sin [B, S, Dh] the reference always runs:
+    the kernel reads the packed qkv of every position and one [S, Dh] table.
     """
-    if kv is None and ops.use_triton(qkv):
+    if kv is None and cos.dim() == 2 and ops.use_triton(qkv):
         return fused(qkv, cos, sin, num_heads)
     return reference(qkv, cos, sin, num_heads, kv)

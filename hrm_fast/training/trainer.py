@@ -173,7 +173,7 @@ class Trainer:
         self.meta = self.train_set.metadata
         self.sampler = TrainSampler(self.train_set, global_batch_size=self.cfg.train.global_batch_size,
                                     rank=self.dist.rank, world_size=self.dist.world_size,
-                                    seed=self.cfg.train.seed)
+                                    seed=self.cfg.train.seed, bucket_batches=self.cfg.data.bucket_batches)
         self.val_split = "val" if (Path(self.cfg.data.path) / "val").is_dir() else None
         self.total_steps = total_steps_for(self.cfg, self.meta.total_groups, self.meta.mean_puzzle_examples)
 
