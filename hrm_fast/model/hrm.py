@@ -86,6 +86,7 @@ def scatter_positions(z: torch.Tensor, positions: torch.Tensor, values: torch.Te
     """In place: z [B, T, D] at each row's ``positions`` [B, T'] <- values [B, T', D]."""
     z.scatter_(1, positions[..., None].expand(-1, -1, z.shape[-1]), values)
 
+
 # --------------------------------------------------------------------------- puzzle embedding
 class PuzzleEmbedding(nn.Module):
     """Per-puzzle vectors ``weights`` [num_ids, ndim] fp32 (zero init, persistent buffer, not a Parameter).
@@ -414,8 +415,8 @@ class HRM(nn.Module):
         # 4. bootstrap target for Q-continue: the next segment's Q values on the new carry, same data
         if explore and cfg.bootstrap_q:
             with no_grad_region(fast):
-                z = (carry.z_H, carry.z_L) if positions is None else (
-                    gather_positions(carry.z_H, positions), gather_positions(carry.z_L, positions))
+                # a window's new z is what was just written back to the carry: no second gather
+                z = (carry.z_H, carry.z_L) if positions is None else (z_H.detach(), z_L.detach())
                 _, _, _, next_q = self.inner(*z, x.detach(), q_only=True, fast=fast, positions=positions)
                 is_last = carry.steps >= cfg.halt_max_steps
                 target = torch.sigmoid(torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1])))
